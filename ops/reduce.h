@@ -1,0 +1,26 @@
+// Reductions over dimensions, and the cumulative sum.
+#pragma once
+
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace moon {
+
+Tensor sum(const Tensor& a);  // all elements -> 0-d
+Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& a);
+Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim = false);
+// Sums a broadcast gradient back to `shape` (the inverse of expand); used by every broadcasting backward.
+Tensor sum_to(const Tensor& a, const Shape& shape);
+
+struct MaxResult {
+  Tensor values;   // f32
+  Tensor indices;  // i64, the first maximum
+};
+MaxResult max(const Tensor& a, int64_t dim, bool keepdim = false);
+Tensor max(const Tensor& a);  // all elements -> 0-d
+Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);
+Tensor cumsum(const Tensor& a, int64_t dim);
+
+}  // namespace moon

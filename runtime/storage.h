@@ -1,0 +1,27 @@
+// Storage: one allocation shared by a tensor and all its views, with the version counter that autograd
+// uses to catch in-place writes to tensors saved for backward.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "runtime/device.h"
+
+namespace moon {
+
+struct Storage {
+  void* data = nullptr;
+  size_t nbytes = 0;
+  Device device;
+  std::atomic<uint64_t> version{0};  // bumped by every in-place write into this storage
+
+  static std::shared_ptr<Storage> allocate(size_t nbytes, Device device);
+  Storage() = default;
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage();
+};
+
+}  // namespace moon
