@@ -50,8 +50,8 @@ int cmd_selftest(const Args& args) {
       }
     }
     char grad[32];
-    std::snprintf(grad, sizeof grad, worst.grad_checked ? "%10.2e" : "%10s", worst.grad_checked ? worst.grad_err : 0.0);
-    if (!worst.grad_checked) std::snprintf(grad, sizeof grad, "%10s", "-");
+    if (worst.grad_checked) std::snprintf(grad, sizeof grad, "%10.2e", worst.grad_err);
+    else std::snprintf(grad, sizeof grad, "%10s", "-");
     std::printf("%-22s %-6s %10.2e %10.2e %s  %s\n", op.name.c_str(), ok ? "ok" : "FAIL", worst.fwd_err,
                 worst.strided_err, grad, ok ? worst.desc.c_str() : (worst.desc + ": " + worst.message).c_str());
     (ok ? passed : failed)++;

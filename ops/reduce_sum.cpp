@@ -1,7 +1,9 @@
-// sum / mean over dimensions, and sum_to (the backward of broadcasting).
+// sum / mean over dimensions, sum_to (the backward of broadcasting) and cumsum.
 #include <algorithm>
 #include <numeric>
 
+#include "ops/cpu/isa.h"
+#include "ops/cpu/norm_kernels.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
 #include "runtime/autograd.h"
@@ -11,42 +13,60 @@ namespace moon {
 
 namespace {
 
-// out[r] = sum of in[r*len .. r*len+len) for r < rows: a row-wise sum of a contiguous (rows, len) block.
-void row_sum_cpu(const float* in, float* out, int64_t rows, int64_t len) {
-#pragma omp parallel for schedule(static) if (rows * len > (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* p = in + r * len;
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= len; i += 8)
-      for (int k = 0; k < 8; ++k) acc[k] += p[i + k];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < len; ++i) s += p[i];
-    out[r] = s;
-  }
+// out (outer, inner) = sum over the middle axis of src viewed as (outer, len, inner); src contiguous f32.
+void sum_middle_cpu(const Tensor& src, const Tensor& out, int64_t outer, int64_t len, int64_t inner) {
+  MOON_ISA_SELECT(sum_middle)(src.data<float>(), out.data<float>(), outer, len, inner);
+}
+// out = inclusive scan of src along the middle axis of (outer, len, inner), from the end when reverse.
+void cumsum_middle_cpu(const Tensor& src, const Tensor& out, int64_t outer, int64_t len, int64_t inner, bool reverse) {
+  MOON_ISA_SELECT(cumsum_middle)(src.data<float>(), out.data<float>(), outer, len, inner, reverse);
+}
+using CumsumFn = void (*)(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, bool);
+KernelTable<CumsumFn> g_cumsum{"cumsum", {cumsum_middle_cpu, nullptr}};
+
+// Scans `a` along dim (forward: prefix sums; reverse: suffix sums, the backward of cumsum).
+Tensor cumsum_forward(const Tensor& a, int64_t dim, bool reverse) {
+  Tensor out = empty(a.shape(), DType::F32, a.device());
+  NoGradGuard ng;
+  Tensor src = a.contiguous();
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < a.dim(); ++d)
+    if (d != dim) (d < dim ? outer : inner) *= a.size(d);
+  g_cumsum.get(a.device())(src, out, outer, a.dim() == 0 ? 1 : a.size(dim), inner, reverse);
+  return out;
 }
 
-// Sums `a` over `dims` (sorted, unique) with keepdim: kept dimensions move first, reduced last, so every
-// output element sums one contiguous run.
+using SumMiddleFn = void (*)(const Tensor&, const Tensor&, int64_t, int64_t, int64_t);
+KernelTable<SumMiddleFn> g_sum_middle{"sum", {sum_middle_cpu, nullptr}};
+
+// Sums `a` over `dims` (sorted, unique) with keepdim. When the reduced dims are one consecutive block
+// (innermost, outermost or in the middle) the contiguous input is read in place as (outer, len, inner);
+// otherwise kept dimensions move first and reduced ones last (a permuted copy), so each output element sums
+// one contiguous run.
 Tensor sum_dims_forward(const Tensor& a, const std::vector<int64_t>& dims) {
-  std::vector<int64_t> order;
   Shape kept_shape = a.shape();
-  int64_t len = 1;
-  for (int64_t d = 0; d < a.dim(); ++d)
-    if (!std::binary_search(dims.begin(), dims.end(), d)) order.push_back(d);
-  for (int64_t d : dims) {
-    order.push_back(d);
-    len *= a.size(d);
-    kept_shape[d] = 1;
-  }
+  for (int64_t d : dims) kept_shape[d] = 1;
+  Tensor out = empty(kept_shape, DType::F32, a.device());  // keepdim shape
+  NoGradGuard ng;
+  const bool block = dims.empty() || dims.back() - dims.front() + 1 == static_cast<int64_t>(dims.size());
+  int64_t outer = 1, len = 1, inner = 1;
   Tensor src;
-  {
-    NoGradGuard ng;
+  if (block) {
+    src = a.contiguous();
+    const int64_t lo = dims.empty() ? a.dim() : dims.front(), hi = dims.empty() ? a.dim() - 1 : dims.back();
+    for (int64_t d = 0; d < a.dim(); ++d) (d < lo ? outer : d > hi ? inner : len) *= a.size(d);
+  } else {
+    std::vector<int64_t> order;
+    for (int64_t d = 0; d < a.dim(); ++d)
+      if (!std::binary_search(dims.begin(), dims.end(), d)) order.push_back(d);
+    for (int64_t d : dims) {
+      order.push_back(d);
+      len *= a.size(d);
+    }
     src = a.permute(order).contiguous();
+    outer = shape_numel(kept_shape);
   }
-  Tensor out = empty(kept_shape, DType::F32, a.device());
-  MOON_CHECK(a.device().is_cpu(), "sum: no kernel for device ", a.device().str());
-  row_sum_cpu(src.data<float>(), out.data<float>(), shape_numel(kept_shape), len);
+  g_sum_middle.get(a.device())(src, out, outer, len, inner);
   return out;
 }
 
@@ -54,7 +74,8 @@ std::vector<int64_t> normalise_dims(const std::vector<int64_t>& dims, int64_t nd
   std::vector<int64_t> d;
   for (int64_t x : dims) d.push_back(wrap_dim(x, ndim, op));
   std::sort(d.begin(), d.end());
-  MOON_CHECK(std::adjacent_find(d.begin(), d.end()) == d.end(), op, ": a dimension is repeated in the reduction");
+  MOON_CHECK(std::adjacent_find(d.begin(), d.end()) == d.end(), op, ": a dimension is repeated in the reduction over ",
+             shape_str(dims), " of a ", ndim, "-d tensor; list each dimension once");
   return d;
 }
 
@@ -68,7 +89,7 @@ Shape drop_dims(const Shape& keep, const std::vector<int64_t>& dims) {
 }  // namespace
 
 Tensor sum(const Tensor& a, const std::vector<int64_t>& dims_in, bool keepdim) {
-  MOON_CHECK(a.dtype() == DType::F32, "sum: expected an f32 tensor, got ", a.desc());
+  MOON_CHECK(a.dtype() == DType::F32, "sum: expected an f32 tensor, got ", a.desc(), "; convert with .to(DType::F32)");
   const std::vector<int64_t> dims = normalise_dims(dims_in, a.dim(), "sum");
   Tensor out = sum_dims_forward(a, dims);
   if (!keepdim) {
@@ -93,6 +114,7 @@ Tensor sum(const Tensor& a) {
 }
 
 Tensor mean(const Tensor& a, const std::vector<int64_t>& dims_in, bool keepdim) {
+  MOON_CHECK(a.dtype() == DType::F32, "mean: expected an f32 tensor, got ", a.desc(), "; convert with .to(DType::F32)");
   const std::vector<int64_t> dims = normalise_dims(dims_in, a.dim(), "mean");
   int64_t count = 1;
   for (int64_t d : dims) count *= a.size(d);
@@ -121,6 +143,17 @@ Tensor sum_to(const Tensor& a, const Shape& shape) {
   }
   Tensor s = dims.empty() ? a : sum(a, dims, true);
   return s.reshape(shape);
+}
+
+Tensor cumsum(const Tensor& a, int64_t dim_in) {
+  MOON_CHECK(a.dtype() == DType::F32, "cumsum: expected an f32 tensor, got ", a.desc(), "; convert with .to(DType::F32)");
+  const int64_t dim = a.dim() == 0 ? 0 : wrap_dim(dim_in, a.dim(), "cumsum");
+  Tensor out = cumsum_forward(a, dim, false);
+  if (needs_grad({&a}))
+    record_op("cumsum", {a}, {out}, [dim](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{cumsum_forward(g[0], dim, true)};  // d/dx_k = sum_{i >= k} g_i
+    });
+  return out;
 }
 
 }  // namespace moon

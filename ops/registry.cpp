@@ -9,6 +9,7 @@ const std::vector<OpInfo>& op_registry() {
     std::vector<OpInfo> r;
     register_view_ops(r);
     register_elementwise_ops(r);
+    register_attention_ops(r);
     // (each op family adds its register_*_ops call here)
     return r;
   }();

@@ -1,0 +1,112 @@
+// Fused scaled-dot-product attention: checks, output allocation and autograd around the tiled CPU kernels
+// of ops/cpu/attention_kernels.cpp (FlashAttention-2 style; no (Tq x Tk) matrix is ever stored).
+#include <cmath>
+
+#include "ops/attention.h"
+#include "ops/cpu/attention_kernels.h"
+#include "ops/cpu/isa.h"
+#include "runtime/autograd.h"
+
+namespace moon {
+
+namespace {
+
+void strides4(const Tensor& t, int64_t out[4]) {
+  for (int d = 0; d < 4; ++d) out[d] = t.stride(d);
+}
+
+cpu::AttnParams make_params(const Tensor& q, const Tensor& k, const AttentionOptions& o) {
+  cpu::AttnParams p{};
+  p.B = q.size(0);
+  p.Hq = q.size(1);
+  p.Tq = q.size(2);
+  p.D = q.size(3);
+  p.Hkv = k.size(1);
+  p.Tk = k.size(2);
+  p.scale = static_cast<float>(o.scale > 0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(p.D)));
+  p.causal = o.causal;
+  p.q_offset = o.q_offset;
+  p.key_keep = o.key_keep.defined() ? o.key_keep.data<uint8_t>() : nullptr;
+  return p;
+}
+
+void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& o) {
+  const char* op = "scaled_dot_product_attention";
+  MOON_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, ": expected q (B, Hq, Tq, D), k and v (B, Hkv, Tk, D); got ",
+             q.desc(), ", ", k.desc(), ", ", v.desc());
+  MOON_CHECK(q.dtype() == DType::F32 && k.dtype() == DType::F32 && v.dtype() == DType::F32, op,
+             ": expected f32 q, k, v; got ", q.desc(), ", ", k.desc(), ", ", v.desc());
+  MOON_CHECK(q.device().is_cpu() && k.device() == q.device() && v.device() == q.device(), op,
+             ": q, k, v must all be on the CPU in this build; got ", q.desc(), ", ", k.desc(), ", ", v.desc());
+  MOON_CHECK(k.shape() == v.shape(), op, ": k ", k.desc(), " and v ", v.desc(), " must have the same shape");
+  MOON_CHECK(k.size(0) == q.size(0) && k.size(3) == q.size(3), op, ": batch and head size of q ", q.desc(),
+             " and k ", k.desc(), " differ");
+  MOON_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0, op, ": kv heads (", k.size(1), ") must divide q heads (",
+             q.size(1), ") for grouped-query attention");
+  if (o.key_keep.defined())
+    MOON_CHECK(o.key_keep.dtype() == DType::U8 && o.key_keep.shape() == Shape({k.size(0), k.size(2)}), op,
+               ": key_keep must be a u8 (B, Tk) = (", k.size(0), ", ", k.size(2), ") mask, got ", o.key_keep.desc());
+}
+
+}  // namespace
+
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options) {
+  check_inputs(q, k, v, options);
+  AttentionOptions o = options;
+  if (o.key_keep.defined()) o.key_keep = o.key_keep.contiguous();
+  const cpu::AttnParams p = make_params(q, k, o);
+  Tensor out = empty(q.shape(), DType::F32, q.device());         // (B, Hq, Tq, D)
+  Tensor lse = empty({p.B, p.Hq, p.Tq}, DType::F32, q.device());  // (B, Hq, Tq) log-sum-exp per query
+  cpu::AttnTensors t{};
+  t.q = q.data<float>();
+  strides4(q, t.q_stride);
+  t.k = k.data<float>();
+  strides4(k, t.k_stride);
+  t.v = v.data<float>();
+  strides4(v, t.v_stride);
+  t.out = out.data<float>();
+  strides4(out, t.out_stride);
+  t.lse = lse.data<float>();
+  MOON_ISA_SELECT(attention_forward)(p, t);
+
+  if (needs_grad({&q, &k, &v})) {
+    const char* op = "scaled_dot_product_attention";
+    SavedTensor sq(q, op), sk(k, op), sv(v, op), so(out, op), sl(lse, op), sm(o.key_keep, op);
+    AttentionOptions saved_opts = o;
+    saved_opts.key_keep = Tensor();
+    record_op(op, {q, k, v}, {out}, [sq, sk, sv, so, sl, sm, saved_opts](const std::vector<Tensor>& g) {
+      AttentionOptions opts = saved_opts;
+      if (sm.defined()) opts.key_keep = sm.get();
+      const Tensor &q = sq.get(), &k = sk.get(), &v = sv.get(), &out = so.get(), &lse = sl.get();
+      const cpu::AttnParams p = make_params(q, k, opts);
+      Tensor dout = g[0].contiguous();
+      Tensor dq = empty(q.shape(), DType::F32, q.device());  // (B, Hq, Tq, D)
+      Tensor dk = empty(k.shape(), DType::F32, k.device());  // (B, Hkv, Tk, D)
+      Tensor dv = empty(v.shape(), DType::F32, v.device());  // (B, Hkv, Tk, D)
+      cpu::AttnTensors t{};
+      t.q = q.data<float>();
+      strides4(q, t.q_stride);
+      t.k = k.data<float>();
+      strides4(k, t.k_stride);
+      t.v = v.data<float>();
+      strides4(v, t.v_stride);
+      t.out = const_cast<float*>(out.data<float>());
+      strides4(out, t.out_stride);
+      t.lse = const_cast<float*>(lse.data<float>());
+      cpu::AttnGradTensors gt{};
+      gt.dout = dout.data<float>();
+      strides4(dout, gt.dout_stride);
+      gt.dq = dq.data<float>();
+      strides4(dq, gt.dq_stride);
+      gt.dk = dk.data<float>();
+      strides4(dk, gt.dk_stride);
+      gt.dv = dv.data<float>();
+      strides4(dv, gt.dv_stride);
+      MOON_ISA_SELECT(attention_backward)(p, t, gt);
+      return std::vector<Tensor>{dq, dk, dv};
+    });
+  }
+  return out;
+}
+
+}  // namespace moon

@@ -1,0 +1,54 @@
+// Shared plumbing of the elementwise op layer (ops/binary.cpp, ops/unary.cpp, ops/elementwise_select.cpp):
+// operand checks, broadcasting views, kernel lookup by device, and the CPU drivers that pick a flat or a
+// per-row kernel path. Internal to the elementwise family.
+#pragma once
+
+#include <array>
+
+#include "ops/cpu/broadcast.h"
+#include "ops/cpu/elementwise_kernels.h"
+#include "ops/cpu/isa.h"
+#include "runtime/dispatch.h"
+#include "runtime/tensor.h"
+
+namespace moon::elementwise {
+
+// Throws unless t is f32, naming the op.
+inline void check_f32(const char* op, const Tensor& t, const char* what = "operand") {
+  MOON_CHECK(t.dtype() == DType::F32, op, ": expected an f32 ", what, ", got ", t.desc(),
+             "; convert with .to(DType::F32)");
+}
+
+// Throws unless a and b live on the same device.
+inline void check_same_device(const char* op, const Tensor& a, const Tensor& b) {
+  MOON_CHECK(a.device() == b.device(), op, ": operands are on different devices: ", a.desc(), " and ", b.desc(),
+             "; move one with .to(device)");
+}
+
+// t broadcast to `shape` (stride 0 on broadcast dimensions), without autograd: for handing to kernels.
+inline Tensor expand_view(const Tensor& t, const Shape& shape) {
+  if (t.shape() == shape) return make_view(t, t.shape(), t.strides(), t.offset());
+  const size_t lead = shape.size() - t.shape().size();
+  Strides st(shape.size(), 0);
+  for (size_t i = lead; i < shape.size(); ++i) st[i] = t.shape()[i - lead] == shape[i] ? t.strides()[i - lead] : 0;
+  return make_view(t, shape, st, t.offset());
+}
+
+// How a kernel can walk an (expanded) operand as one flat run: 1 = dense row-major, 0 = one broadcast
+// value, -1 = neither (walk it row by row).
+inline int flat_step(const Tensor& t) {
+  if (t.is_contiguous()) return 1;
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.size(d) != 1 && t.stride(d) != 0) return -1;
+  return 0;
+}
+
+// The kernel of `table` for `device`, or a moon::Error naming `op` and the device.
+template <class Fn>
+Fn kernel_for(const KernelTable<Fn>& table, const char* op, Device device) {
+  KernelTable<Fn> named = table;
+  named.op = op;
+  return named.get(device);
+}
+
+}  // namespace moon::elementwise

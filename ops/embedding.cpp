@@ -1,0 +1,136 @@
+// embedding and index_select: row gathers along one dimension, and their deterministic backward
+// (rows scattered back with a counting sort by index, so repeated indices sum in a fixed order).
+#include <cstring>
+#include <memory>
+
+#include "ops/index.h"
+#include "ops/index_util.h"
+#include "runtime/autograd.h"
+#include "runtime/dispatch.h"
+
+namespace moon {
+
+namespace {
+
+using namespace index_detail;
+
+// dst (outer, L, row) = src (outer, n, row) rows picked by ids (L): a byte copy of each selected row.
+void gather_rows_cpu(void* dst, const void* src, const int64_t* ids, int64_t outer, int64_t n, int64_t len,
+                     int64_t row_bytes) {
+  auto* d = static_cast<char*>(dst);
+  const auto* s = static_cast<const char*>(src);
+  const int64_t rows = outer * len;
+#pragma omp parallel for schedule(static) if (rows * row_bytes > (1 << 18))
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t o = r / len, j = r % len;
+    std::memcpy(d + r * row_bytes, s + (o * n + ids[j]) * row_bytes, static_cast<size_t>(row_bytes));
+  }
+}
+
+// dst (outer, V, C) = sum over j with ids[j] == v of src (outer, N, C)[o, j, :], every row written (zeros
+// where no id hits it). A counting sort groups the positions of each id in increasing j; each output row
+// is then summed by one thread in that order, so the result is bitwise independent of the thread count.
+void scatter_rows_cpu(float* dst, const float* src, const int64_t* ids, int64_t outer, int64_t V, int64_t N,
+                      int64_t C) {
+  std::vector<int64_t> start(static_cast<size_t>(V + 1), 0), order(static_cast<size_t>(N));
+  for (int64_t j = 0; j < N; ++j) ++start[ids[j] + 1];
+  for (int64_t v = 0; v < V; ++v) start[v + 1] += start[v];
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
+  for (int64_t j = 0; j < N; ++j) order[fill[ids[j]]++] = j;
+  const int64_t rows = outer * V;
+#pragma omp parallel for schedule(dynamic, 16) if ((outer * N + rows) * C > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t o = r / V, v = r % V;
+    float* d = dst + r * C;
+    const int64_t b = start[v], e = start[v + 1];
+    if (b == e) {
+      std::memset(d, 0, static_cast<size_t>(C) * sizeof(float));
+      continue;
+    }
+    const float* s0 = src + (o * N + order[b]) * C;
+    for (int64_t c = 0; c < C; ++c) d[c] = s0[c];
+    for (int64_t k = b + 1; k < e; ++k) {
+      const float* s = src + (o * N + order[k]) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) d[c] += s[c];
+    }
+  }
+}
+
+using GatherRowsFn = void (*)(void*, const void*, const int64_t*, int64_t, int64_t, int64_t, int64_t);
+using ScatterRowsFn = void (*)(float*, const float*, const int64_t*, int64_t, int64_t, int64_t, int64_t);
+KernelTable<GatherRowsFn> g_gather_rows{"embedding/index_select", {gather_rows_cpu, nullptr}};
+KernelTable<ScatterRowsFn> g_scatter_rows{"embedding/index_select backward", {scatter_rows_cpu, nullptr}};
+
+// The gradient (outer, V, C) of a row gather, given the output gradient (outer, N, C).
+Tensor scatter_rows(const Tensor& grad, const std::vector<int64_t>& ids, const Shape& in_shape, int64_t outer,
+                    int64_t V, int64_t C) {
+  Tensor g = grad.contiguous();
+  MOON_CHECK(g.dtype() == DType::F32, "embedding/index_select backward: expected an f32 gradient, got ", g.desc());
+  Tensor out = empty(in_shape, DType::F32, g.device());
+  g_scatter_rows.get(g.device())(out.data<float>(), g.data<float>(), ids.data(), outer, V,
+                                 static_cast<int64_t>(ids.size()), C);
+  return out;
+}
+
+}  // namespace
+
+Tensor embedding(const Tensor& weight, const Tensor& ids) {
+  MOON_CHECK(weight.defined() && ids.defined(), "embedding: undefined weight or ids tensor");
+  MOON_CHECK(weight.dim() == 2 && weight.dtype() == DType::F32, "embedding: weight must be an f32 (V, C) table, got ",
+             weight.desc());
+  MOON_CHECK(weight.device() == ids.device(), "embedding: weight ", weight.desc(), " and ids ", ids.desc(),
+             " are on different devices; move ids with .to()");
+  const int64_t V = weight.size(0), C = weight.size(1);
+  auto values = std::make_shared<const std::vector<int64_t>>(index_values(ids, "embedding", "ids"));
+  check_index_range(*values, ids.shape(), V, "embedding", "id", "rows of weight " + weight.desc());
+  Shape out_shape = ids.shape();  // (..., C)
+  out_shape.push_back(C);
+  Tensor out = empty(out_shape, DType::F32, weight.device());
+  {
+    NoGradGuard ng;
+    Tensor w = weight.contiguous();  // (V, C)
+    g_gather_rows.get(w.device())(out.raw_data(), w.raw_data(), values->data(), 1, V,
+                                  static_cast<int64_t>(values->size()), C * static_cast<int64_t>(sizeof(float)));
+  }
+  if (needs_grad({&weight})) {
+    const Shape w_shape = weight.shape();
+    record_op("embedding", {weight}, {out}, [values, w_shape, V, C](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{scatter_rows(g[0], *values, w_shape, 1, V, C)};  // (V, C)
+    });
+  }
+  return out;
+}
+
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  MOON_CHECK(x.defined() && index.defined(), "index_select: undefined input or index tensor");
+  MOON_CHECK(x.dim() >= 1, "index_select: input must have at least one dimension, got ", x.desc());
+  MOON_CHECK(index.dim() == 1, "index_select: index must be 1-D, got ", index.desc(), "; flatten it first");
+  MOON_CHECK(x.device() == index.device(), "index_select: input ", x.desc(), " and index ", index.desc(),
+             " are on different devices");
+  dim = wrap_dim(dim, x.dim(), "index_select");
+  const int64_t n = x.size(dim), outer = outer_size(x.shape(), dim), inner = inner_size(x.shape(), dim);
+  auto values = std::make_shared<const std::vector<int64_t>>(index_values(index, "index_select", "index"));
+  check_index_range(*values, index.shape(), n, "index_select", "index",
+                    "entries along dimension " + std::to_string(dim) + " of " + x.desc());
+  const int64_t len = index.size(0);
+  Shape out_shape = x.shape();  // x's shape with len along dim
+  out_shape[dim] = len;
+  Tensor out = empty(out_shape, x.dtype(), x.device());
+  {
+    NoGradGuard ng;
+    Tensor xc = x.contiguous();  // (outer, n, inner)
+    g_gather_rows.get(xc.device())(out.raw_data(), xc.raw_data(), values->data(), outer, n, len,
+                                   inner * static_cast<int64_t>(dtype_size(x.dtype())));
+  }
+  if (needs_grad({&x})) {
+    MOON_CHECK(x.dtype() == DType::F32, "index_select: gradients need an f32 input, got ", x.desc());
+    const Shape x_shape = x.shape();
+    record_op("index_select", {x}, {out}, [values, x_shape, outer, n, inner](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{scatter_rows(g[0], *values, x_shape, outer, n, inner)};
+    });
+  }
+  return out;
+}
+
+}  // namespace moon

@@ -1,0 +1,97 @@
+// Shared helpers of the indexing ops: index reading, range checks, and the scatter-add kernel.
+#include "ops/index_util.h"
+
+#include <sstream>
+
+#include "runtime/autograd.h"
+
+namespace moon::index_detail {
+
+std::vector<int64_t> index_values(const Tensor& idx, const char* op, const char* what) {
+  MOON_CHECK(idx.defined(), op, ": ", what, " is an undefined tensor");
+  MOON_CHECK(idx.dtype() == DType::I64 || idx.dtype() == DType::I32, op, ": ", what,
+             " must be an integer tensor (i64 or i32), got ", idx.desc(), "; convert with .to(DType::I64)");
+  MOON_CHECK(idx.device().is_cpu(), op, ": ", what, " ", idx.desc(), " must be on the CPU for this kernel");
+  Tensor c;
+  {
+    NoGradGuard ng;
+    c = idx.contiguous();
+  }
+  const int64_t n = c.numel();
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  if (c.dtype() == DType::I64) {
+    const int64_t* p = c.data<int64_t>();
+    for (int64_t i = 0; i < n; ++i) v[i] = p[i];
+  } else {
+    const int32_t* p = c.data<int32_t>();
+    for (int64_t i = 0; i < n; ++i) v[i] = p[i];
+  }
+  return v;
+}
+
+std::string position_str(const Shape& shape, int64_t flat) {
+  std::vector<int64_t> coord(shape.size(), 0);
+  for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {
+    coord[d] = shape[d] > 0 ? flat % shape[d] : 0;
+    flat = shape[d] > 0 ? flat / shape[d] : 0;
+  }
+  std::ostringstream os;
+  os << "[";
+  for (size_t d = 0; d < coord.size(); ++d) os << (d ? ", " : "") << coord[d];
+  os << "]";
+  return os.str();
+}
+
+void check_index_range(const std::vector<int64_t>& values, const Shape& idx_shape, int64_t n, const char* op,
+                       const char* what, const std::string& range_of) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    const int64_t v = values[i];
+    if (v >= 0 && v < n) continue;
+    fail(op, ": ", what, " ", v, " at position ", what, position_str(idx_shape, static_cast<int64_t>(i)),
+         " is out of range: valid values are 0..", n - 1, " (", n, " ", range_of,
+         "); check how the indices were built (vocabulary size, dimension sizes)");
+  }
+}
+
+int64_t outer_size(const Shape& s, int64_t dim) {
+  int64_t r = 1;
+  for (int64_t d = 0; d < dim; ++d) r *= s[d];
+  return r;
+}
+
+int64_t inner_size(const Shape& s, int64_t dim) {
+  int64_t r = 1;
+  for (int64_t d = dim + 1; d < static_cast<int64_t>(s.size()); ++d) r *= s[d];
+  return r;
+}
+
+int64_t base_offset(int64_t p, int64_t q, const Shape& shape, int64_t dim, const Strides& strides) {
+  int64_t off = 0;
+  for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d > dim; --d) {
+    off += (q % shape[d]) * strides[d];
+    q /= shape[d];
+  }
+  for (int64_t d = dim - 1; d >= 0; --d) {
+    off += (p % shape[d]) * strides[d];
+    p /= shape[d];
+  }
+  return off;
+}
+
+// out[base(p,q) + idx[p,j,q] * stride(dim)] += src[p,j,q]: one (p, q) row per iteration, j in order.
+void scatter_add_cpu(float* out, const Shape& out_shape, int64_t dim, const int64_t* idx, const Shape& idx_shape,
+                     const float* src) {
+  const int64_t pre = outer_size(idx_shape, dim), len = idx_shape[dim], post = inner_size(idx_shape, dim);
+  const Strides os = contiguous_strides(out_shape);
+  const int64_t sd = os[dim];
+  const int64_t rows = pre * post;
+#pragma omp parallel for schedule(static) if (rows * len > (1 << 15))
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t p = r / post, q = r % post;
+    const int64_t base = base_offset(p, q, idx_shape, dim, os);
+    const int64_t s0 = p * len * post + q;
+    for (int64_t j = 0; j < len; ++j) out[base + idx[s0 + j * post] * sd] += src[s0 + j * post];
+  }
+}
+
+}  // namespace moon::index_detail

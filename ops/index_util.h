@@ -1,0 +1,37 @@
+// Shared helpers of the indexing ops (ops/index.h): reading and range-checking integer index tensors, the
+// (outer, n, inner) split of a shape around a dimension, and the deterministic scatter-add kernel.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace moon::index_detail {
+
+// The values of an integer index tensor (i64 or i32, CPU, any strides) in row-major order.
+std::vector<int64_t> index_values(const Tensor& idx, const char* op, const char* what);
+
+// "[1, 3]": the multi-index of flat position `flat` in `shape`.
+std::string position_str(const Shape& shape, int64_t flat);
+
+// Throws unless every value is in [0, n): names the first bad value, its position in `what` and the range.
+// `range_of` says what n counts, e.g. "rows of weight f32(50, 8)@cpu".
+void check_index_range(const std::vector<int64_t>& values, const Shape& idx_shape, int64_t n, const char* op,
+                       const char* what, const std::string& range_of);
+
+// Sizes of the dimensions before and after `dim` (1 when none).
+int64_t outer_size(const Shape& s, int64_t dim);
+int64_t inner_size(const Shape& s, int64_t dim);
+
+// out (contiguous f32 of out_shape) += src (contiguous f32 of idx_shape) scattered along dim:
+// out[i.., idx[i.., j, k..], k..] += src[i.., j, k..]. Parallel over the positions off `dim`; each output
+// element is summed in increasing j, so the result does not depend on the thread count.
+void scatter_add_cpu(float* out, const Shape& out_shape, int64_t dim, const int64_t* idx, const Shape& idx_shape,
+                     const float* src);
+
+// The offset in a tensor of `strides` of the element at (pre-coordinates p, post-coordinates q) of `shape`
+// around `dim` (coordinate along dim taken as 0): p indexes dims [0, dim), q dims (dim, rank).
+int64_t base_offset(int64_t p, int64_t q, const Shape& shape, int64_t dim, const Strides& strides);
+
+}  // namespace moon::index_detail

@@ -1,0 +1,79 @@
+// Rotary position embedding (Qwen2 / GPT-NeoX "rotate half" layout): forward, backward, CPU kernel.
+#include <cmath>
+
+#include "ops/attention.h"
+#include "runtime/autograd.h"
+#include "runtime/dispatch.h"
+
+namespace moon {
+
+namespace {
+
+// cos/sin tables (B*T, D/2), angles in double so large positions keep full float accuracy.
+void rope_tables(const Tensor& positions, int64_t B, int64_t T, int64_t half, double theta, std::vector<float>& cos_t,
+                 std::vector<float>& sin_t) {
+  const std::vector<int64_t> pos = positions.to_vector<int64_t>();
+  const bool per_batch = positions.dim() == 2;
+  cos_t.resize(static_cast<size_t>(B * T * half));
+  sin_t.resize(cos_t.size());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const double p = static_cast<double>(pos[per_batch ? b * T + t : t]);
+      for (int64_t i = 0; i < half; ++i) {
+        const double angle = p * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(2 * half));
+        cos_t[(b * T + t) * half + i] = static_cast<float>(std::cos(angle));
+        sin_t[(b * T + t) * half + i] = static_cast<float>(std::sin(angle));
+      }
+    }
+}
+
+// y = rotate(x, sign * angle) for every (b, h, t) row of D; sign = -1 is the backward (the inverse rotation).
+// FLOPs: 6 per pair; bytes: 8 per element.
+void rope_cpu(const float* x, float* y, const float* cos_t, const float* sin_t, int64_t B, int64_t H, int64_t T,
+              int64_t half, float sign) {
+  const int64_t D = 2 * half;
+#pragma omp parallel for collapse(2) schedule(static) if (B * H * T * D > (1 << 15))
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        const float* xr = x + ((b * H + h) * T + t) * D;
+        float* yr = y + ((b * H + h) * T + t) * D;
+        const float* c = cos_t + (b * T + t) * half;
+        const float* s = sin_t + (b * T + t) * half;
+#pragma omp simd
+        for (int64_t i = 0; i < half; ++i) {
+          const float x1 = xr[i], x2 = xr[i + half], sn = sign * s[i];
+          yr[i] = x1 * c[i] - x2 * sn;
+          yr[i + half] = x2 * c[i] + x1 * sn;
+        }
+      }
+}
+
+}  // namespace
+
+Tensor rope(const Tensor& x, const Tensor& positions, double theta) {
+  MOON_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "rope: expected x of shape (B, H, T, D) with D even, got ", x.desc());
+  MOON_CHECK(x.dtype() == DType::F32, "rope: expected an f32 tensor, got ", x.desc());
+  const int64_t B = x.size(0), H = x.size(1), T = x.size(2), half = x.size(3) / 2;
+  MOON_CHECK(positions.dtype() == DType::I64 || positions.dtype() == DType::I32, "rope: positions must be i64 or i32, got ",
+             positions.desc());
+  MOON_CHECK((positions.dim() == 1 && positions.size(0) == T) ||
+                 (positions.dim() == 2 && positions.size(0) == B && positions.size(1) == T),
+             "rope: positions ", positions.desc(), " must be (T) or (B, T) = (", B, ", ", T, ") for x ", x.desc());
+  MOON_CHECK(x.device().is_cpu(), "rope: no kernel for device ", x.device().str());
+  auto cos_t = std::make_shared<std::vector<float>>(), sin_t = std::make_shared<std::vector<float>>();
+  rope_tables(positions, B, T, half, theta, *cos_t, *sin_t);
+  Tensor xc = x.contiguous();
+  Tensor out = empty(x.shape(), DType::F32, x.device());  // (B, H, T, D)
+  rope_cpu(xc.data<float>(), out.data<float>(), cos_t->data(), sin_t->data(), B, H, T, half, 1.0f);
+  if (needs_grad({&x}))
+    record_op("rope", {x, positions}, {out}, [cos_t, sin_t, B, H, T, half](const std::vector<Tensor>& g) {
+      Tensor gc = g[0].contiguous();
+      Tensor dx = empty(gc.shape(), DType::F32, gc.device());
+      rope_cpu(gc.data<float>(), dx.data<float>(), cos_t->data(), sin_t->data(), B, H, T, half, -1.0f);
+      return std::vector<Tensor>{dx, Tensor()};
+    });
+  return out;
+}
+
+}  // namespace moon
