@@ -20,7 +20,7 @@ struct VecAccuracy {
   int lanes = 0;  // kLanes of this copy: 16, 8 or 4
   FnError exp, log, tanh, sigmoid, erf;
   bool partial_ok = false;  // vload_partial / vstore_partial (and bf16 variants) respect n, incl. page ends
-  bool reduce_ok = false;   // hsum / hmax agree with scalar sums / maxima
+  bool basic_ok = false;    // vfma, vmax, vmin, vabs, vselect, vsqrt, hsum, hmax agree with scalar code
   bool bf16_ok = false;     // bf16 widening is exact, narrowing is round-to-nearest-even, NaN stays NaN
 };
 
