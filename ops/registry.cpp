@@ -10,7 +10,12 @@ const std::vector<OpInfo>& op_registry() {
     register_view_ops(r);
     register_elementwise_ops(r);
     register_attention_ops(r);
+    register_reduce_ops(r);
+    register_norm_ops(r);
+    register_matmul_ops(r);
+    register_loss_ops(r);
     // (each op family adds its register_*_ops call here)
+    register_index_ops(r);
     return r;
   }();
   return registry;
