@@ -147,7 +147,7 @@ Tensor sum_to(const Tensor& a, const Shape& shape) {
 
 Tensor cumsum(const Tensor& a, int64_t dim_in) {
   MOON_CHECK(a.dtype() == DType::F32, "cumsum: expected an f32 tensor, got ", a.desc(), "; convert with .to(DType::F32)");
-  const int64_t dim = a.dim() == 0 ? 0 : wrap_dim(dim_in, a.dim(), "cumsum");
+  const int64_t dim = wrap_dim(dim_in, a.dim(), "cumsum");
   Tensor out = cumsum_forward(a, dim, false);
   if (needs_grad({&a}))
     record_op("cumsum", {a}, {out}, [dim](const std::vector<Tensor>& g) {

@@ -108,25 +108,43 @@ void sum_middle(const float* in, float* out, int64_t outer, int64_t len, int64_t
     for (int64_t o = 0; o < outer; ++o) out[o] = row_sum(in + o * len, len);
     return;
   }
-  // Vectorised across inner: each task owns a block of kColBlock columns of one outer slice and adds the
-  // len rows of that block into an accumulator that stays in L1.
+  // Vectorised across inner: each task owns a block of kColBlock columns of one outer slice and adds rows
+  // [k0, k1) of that block into an accumulator that stays in L1.
   const int64_t blocks = (inner + kColBlock - 1) / kColBlock;
-#pragma omp parallel for schedule(static) if (par)
-  for (int64_t task = 0; task < outer * blocks; ++task) {
-    const int64_t o = task / blocks, j0 = (task % blocks) * kColBlock;
-    const int64_t w = inner - j0 < kColBlock ? inner - j0 : kColBlock;
+  auto block_sum = [&](int64_t o, int64_t jb, int64_t k0, int64_t k1, float* dst) {
+    const int64_t j0 = jb * kColBlock, w = inner - j0 < kColBlock ? inner - j0 : kColBlock;
     float acc[kColBlock];
     for (int64_t j = 0; j < w; ++j) acc[j] = 0.0f;
     const float* base = in + o * len * inner + j0;
-    for (int64_t k = 0; k < len; ++k) {
+    for (int64_t k = k0; k < k1; ++k) {
       const float* p = base + k * inner;
       int64_t j = 0;
       for (; j + kLanes <= w; j += kLanes) vstore(acc + j, vload(acc + j) + vload(p + j));
       for (; j < w; ++j) acc[j] += p[j];
     }
-    float* q = out + o * inner + j0;
-    for (int64_t j = 0; j < w; ++j) q[j] = acc[j];
+    for (int64_t j = 0; j < w; ++j) dst[o * inner + j0 + j] = acc[j];
+  };
+  const int threads = par ? omp_get_max_threads() : 1;
+  if (outer * blocks >= threads || len < 8 * threads) {
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t task = 0; task < outer * blocks; ++task) block_sum(task / blocks, task % blocks, 0, len, out);
+    return;
   }
+  // Few column blocks and a long reduced axis (e.g. summing a (rows, C) gradient over rows): also split the
+  // reduced axis into one chunk per thread, then add the per-chunk partial sums in chunk order.
+  const int64_t chunks = threads, n_out = outer * inner;
+  float* partial = new float[chunks * n_out];
+#pragma omp parallel for schedule(static) if (par)
+  for (int64_t task = 0; task < chunks * outer * blocks; ++task) {
+    const int64_t c = task / (outer * blocks), rest = task % (outer * blocks);
+    block_sum(rest / blocks, rest % blocks, len * c / chunks, len * (c + 1) / chunks, partial + c * n_out);
+  }
+  for (int64_t i = 0; i < n_out; ++i) {
+    float acc = 0.0f;
+    for (int64_t c = 0; c < chunks; ++c) acc += partial[c * n_out + i];
+    out[i] = acc;
+  }
+  delete[] partial;
 }
 
 void cumsum_middle(const float* in, float* out, int64_t outer, int64_t len, int64_t inner, bool reverse) {
@@ -178,11 +196,11 @@ void softmax_rows(const float* x, float* y, int64_t rows, int64_t C, bool log) {
     const float m = row_max(p, C);
     const vfloat vm = vset1(m);
     if (log) {
-      const float lse = m + logf(row_sum_exp(p, C, m));
-      const vfloat vl = vset1(lse);
+      // Output: y = (x - max) - log(sum): subtracting max first keeps precision when |max| >> log(sum).
+      const vfloat vl = vset1(logf(row_sum_exp(p, C, m)));
       int64_t i = 0;
-      for (; i + kLanes <= C; i += kLanes) vstore(q + i, vload(p + i) - vl);
-      if (i < C) vstore_partial(q + i, vload_partial(p + i, tail_of(C, i)) - vl, tail_of(C, i));
+      for (; i + kLanes <= C; i += kLanes) vstore(q + i, (vload(p + i) - vm) - vl);
+      if (i < C) vstore_partial(q + i, (vload_partial(p + i, tail_of(C, i)) - vm) - vl, tail_of(C, i));
     } else {
       // Output: y = exp(x - max) written once while summing, then scaled by 1/sum (y is still in cache).
       vfloat acc = vzero();

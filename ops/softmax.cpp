@@ -1,0 +1,81 @@
+// softmax and log_softmax along any dimension (forward, backward; CPU kernels in ops/cpu/norm_kernels.cpp).
+// The kernels work on rows of a contiguous (rows, C) matrix; a dimension other than the last is moved last
+// with a transposed copy and moved back after.
+#include "ops/cpu/isa.h"
+#include "ops/cpu/norm_kernels.h"
+#include "ops/norm.h"
+#include "runtime/autograd.h"
+#include "runtime/dispatch.h"
+
+namespace moon {
+
+namespace {
+
+// y = softmax / log_softmax of each row of x (rows, C), both contiguous.
+void softmax_cpu(const Tensor& x, const Tensor& y, int64_t rows, int64_t C, bool log) {
+  MOON_ISA_SELECT(softmax_rows)(x.data<float>(), y.data<float>(), rows, C, log);
+}
+// dx from the saved output y and the output gradient g, per row (all contiguous (rows, C)).
+void softmax_backward_cpu(const Tensor& y, const Tensor& g, const Tensor& dx, int64_t rows, int64_t C, bool log) {
+  MOON_ISA_SELECT(softmax_backward_rows)(y.data<float>(), g.data<float>(), dx.data<float>(), rows, C, log);
+}
+
+using SoftmaxFn = void (*)(const Tensor&, const Tensor&, int64_t, int64_t, bool);
+using SoftmaxBackwardFn = void (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, bool);
+KernelTable<SoftmaxFn> g_softmax{"softmax", {softmax_cpu, nullptr}};
+KernelTable<SoftmaxBackwardFn> g_softmax_backward{"softmax_backward", {softmax_backward_cpu, nullptr}};
+
+const char* op_name(bool log) { return log ? "log_softmax" : "softmax"; }
+
+// Moves `dim` last and makes the result contiguous (no copy when it already is last and contiguous).
+Tensor to_rows(const Tensor& t, int64_t dim) {
+  const bool last = t.dim() == 0 || dim == t.dim() - 1;
+  return (last ? t : t.transpose(dim, -1)).contiguous();
+}
+// The inverse of to_rows for a result computed in row layout: a fresh tensor in the original layout.
+Tensor from_rows(const Tensor& r, int64_t dim) {
+  const bool last = r.dim() == 0 || dim == r.dim() - 1;
+  return last ? r : r.transpose(dim, -1).contiguous();
+}
+
+Tensor softmax_forward(const Tensor& x, int64_t dim, bool log) {
+  NoGradGuard ng;
+  const Tensor src = to_rows(x, dim);  // (rows, C)
+  const int64_t C = x.dim() == 0 ? 1 : x.size(dim);
+  Tensor out = empty(src.shape(), DType::F32, x.device());
+  if (src.numel() > 0) g_softmax.get(x.device())(src, out, src.numel() / C, C, log);
+  return from_rows(out, dim);
+}
+
+Tensor softmax_backward(const Tensor& y, const Tensor& g, int64_t dim, bool log) {
+  NoGradGuard ng;
+  const Tensor ys = to_rows(y, dim), gs = to_rows(g, dim);
+  const int64_t C = y.dim() == 0 ? 1 : y.size(dim);
+  Tensor dx = empty(ys.shape(), DType::F32, y.device());
+  if (ys.numel() > 0) g_softmax_backward.get(y.device())(ys, gs, dx, ys.numel() / C, C, log);
+  return from_rows(dx, dim);
+}
+
+Tensor softmax_impl(const Tensor& x, int64_t dim_in, bool log) {
+  const char* op = op_name(log);
+  MOON_CHECK(x.dtype() == DType::F32, op, ": expected an f32 tensor, got ", x.desc(), "; convert with .to(DType::F32)");
+  const int64_t lo = x.dim() == 0 ? -1 : -x.dim(), hi = x.dim() == 0 ? 0 : x.dim() - 1;
+  MOON_CHECK(dim_in >= lo && dim_in <= hi, op, ": dim ", dim_in, " is out of range for ", x.desc(), " (valid: ", lo,
+             "..", hi, ")");
+  const int64_t dim = wrap_dim(dim_in, x.dim(), op);
+  Tensor out = softmax_forward(x, dim, log);
+  if (needs_grad({&x})) {
+    SavedTensor saved(out, op);
+    record_op(op, {x}, {out}, [saved, dim, log](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{softmax_backward(saved.get(), g[0], dim, log)};
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false); }
+Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true); }
+
+}  // namespace moon
