@@ -1,119 +1,212 @@
-// Broadcasting binary ops: add, sub, mul, div (forward, backward, CPU kernels).
-#include "ops/cpu/broadcast.h"
+// Broadcasting binary ops: add, sub, mul, div, maximum, minimum; comparisons eq, gt, lt; in-place add_.
+// The op layer: operand checks, output allocation, autograd. The math is in ops/cpu/elementwise_kernels.cpp.
 #include "ops/elementwise.h"
+#include "ops/elementwise_common.h"
 #include "ops/reduce.h"
 #include "runtime/autograd.h"
-#include "runtime/dispatch.h"
 
 namespace moon {
 
+using cpu::BinaryOp;
+using cpu::CompareOp;
+using elementwise::check_same_device;
+using elementwise::expand_view;
+using elementwise::flat_step;
+using elementwise::kernel_for;
+
 namespace {
 
-enum class BinaryKind { Add, Sub, Mul, Div };
+// ---- CPU drivers: one flat run when the operands allow it, else row by row.
 
-template <BinaryKind K>
-inline float apply_binary(float x, float y) {
-  if constexpr (K == BinaryKind::Add) return x + y;
-  if constexpr (K == BinaryKind::Sub) return x - y;
-  if constexpr (K == BinaryKind::Mul) return x * y;
-  return x / y;
-}
-
-// out[i] = a[i] (op) b[i] over the broadcast shape of out; a and b already expanded to out's shape.
-template <BinaryKind K>
-void binary_cpu(const Tensor& out, const Tensor& a, const Tensor& b) {
+// out = a (op) b; a, b expanded to out's shape (B..., N).
+void binary_cpu(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
   float* o = out.data<float>();
   const float* pa = a.data<float>();
   const float* pb = b.data<float>();
+  const auto row = MOON_ISA_SELECT(binary_row);
+  const int fa = flat_step(a), fb = flat_step(b);
+  if (fa >= 0 && fb >= 0) {
+    elementwise::parallel_chunks(out.numel(), [&](int64_t i, int64_t n) {
+      row(op, pa + i * fa, fa, pb + i * fb, fb, o + i, n);
+    });
+    return;
+  }
   cpu::for_each_broadcast_row<2>(out.shape(), {&a.strides(), &b.strides()},
                                  [&](int64_t oo, const std::array<int64_t, 2>& off, int64_t n,
                                      const std::array<int64_t, 2>& step) {
-                                   const float* x = pa + off[0];
-                                   const float* y = pb + off[1];
-                                   float* z = o + oo;
-                                   if (step[0] == 1 && step[1] == 1) {
-                                     for (int64_t i = 0; i < n; ++i) z[i] = apply_binary<K>(x[i], y[i]);
-                                   } else if (step[0] == 1 && step[1] == 0) {
-                                     const float s = *y;
-                                     for (int64_t i = 0; i < n; ++i) z[i] = apply_binary<K>(x[i], s);
-                                   } else {
-                                     for (int64_t i = 0; i < n; ++i)
-                                       z[i] = apply_binary<K>(x[i * step[0]], y[i * step[1]]);
+                                   row(op, pa + off[0], step[0], pb + off[1], step[1], o + oo, n);
+                                 });
+}
+
+// ga = g * d(a op b)/da, gb = g * d(a op b)/db over g's shape; a, b expanded to it; ga or gb may be undefined.
+void binary_backward_cpu(BinaryOp op, const Tensor& g, const Tensor& a, const Tensor& b, const Tensor& ga,
+                         const Tensor& gb) {
+  const float* pg = g.data<float>();
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  float* pga = ga.defined() ? ga.data<float>() : nullptr;
+  float* pgb = gb.defined() ? gb.data<float>() : nullptr;
+  const auto row = MOON_ISA_SELECT(binary_backward_row);
+  const int fa = flat_step(a), fb = flat_step(b);
+  if (fa >= 0 && fb >= 0) {
+    elementwise::parallel_chunks(g.numel(), [&](int64_t i, int64_t n) {
+      row(op, pg + i, pa + i * fa, fa, pb + i * fb, fb, pga ? pga + i : nullptr, pgb ? pgb + i : nullptr, n);
+    });
+    return;
+  }
+  cpu::for_each_broadcast_row<2>(g.shape(), {&a.strides(), &b.strides()},
+                                 [&](int64_t oo, const std::array<int64_t, 2>& off, int64_t n,
+                                     const std::array<int64_t, 2>& step) {
+                                   row(op, pg + oo, pa + off[0], step[0], pb + off[1], step[1],
+                                       pga ? pga + oo : nullptr, pgb ? pgb + oo : nullptr, n);
+                                 });
+}
+
+// out = a (cmp) b as u8; a, b expanded to out's shape. f32 goes through the vector kernel, integers here.
+template <class T>
+void compare_scalar_cpu(CompareOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
+  uint8_t* o = out.data<uint8_t>();
+  const T* pa = a.data<T>();
+  const T* pb = b.data<T>();
+  cpu::for_each_broadcast_row<2>(out.shape(), {&a.strides(), &b.strides()},
+                                 [&](int64_t oo, const std::array<int64_t, 2>& off, int64_t n,
+                                     const std::array<int64_t, 2>& step) {
+                                   const T* x = pa + off[0];
+                                   const T* y = pb + off[1];
+                                   for (int64_t i = 0; i < n; ++i) {
+                                     const T u = x[i * step[0]], v = y[i * step[1]];
+                                     o[oo + i] = op == CompareOp::Eq ? u == v : op == CompareOp::Gt ? u > v : u < v;
                                    }
                                  });
 }
 
-using BinaryFn = void (*)(const Tensor&, const Tensor&, const Tensor&);
-KernelTable<BinaryFn> g_add{"add", {binary_cpu<BinaryKind::Add>, nullptr}};
-KernelTable<BinaryFn> g_sub{"sub", {binary_cpu<BinaryKind::Sub>, nullptr}};
-KernelTable<BinaryFn> g_mul{"mul", {binary_cpu<BinaryKind::Mul>, nullptr}};
-KernelTable<BinaryFn> g_div{"div", {binary_cpu<BinaryKind::Div>, nullptr}};
+void compare_cpu(CompareOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
+  if (a.dtype() == DType::I64) return compare_scalar_cpu<int64_t>(op, out, a, b);
+  if (a.dtype() == DType::I32) return compare_scalar_cpu<int32_t>(op, out, a, b);
+  if (a.dtype() == DType::U8) return compare_scalar_cpu<uint8_t>(op, out, a, b);
+  uint8_t* o = out.data<uint8_t>();
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  const auto row = MOON_ISA_SELECT(compare_row);
+  const int fa = flat_step(a), fb = flat_step(b);
+  if (fa >= 0 && fb >= 0) {
+    elementwise::parallel_chunks(out.numel(), [&](int64_t i, int64_t n) {
+      row(op, pa + i * fa, fa, pb + i * fb, fb, o + i, n);
+    });
+    return;
+  }
+  cpu::for_each_broadcast_row<2>(out.shape(), {&a.strides(), &b.strides()},
+                                 [&](int64_t oo, const std::array<int64_t, 2>& off, int64_t n,
+                                     const std::array<int64_t, 2>& step) {
+                                   row(op, pa + off[0], step[0], pb + off[1], step[1], o + oo, n);
+                                 });
+}
 
-// Checks operands, broadcasts them and runs the kernel into a new output.
-Tensor binary_forward(const KernelTable<BinaryFn>& table, const Tensor& a, const Tensor& b) {
-  MOON_CHECK(a.device() == b.device(), table.op, ": operands are on different devices: ", a.desc(), " and ", b.desc());
-  MOON_CHECK(a.dtype() == DType::F32 && b.dtype() == DType::F32, table.op, ": expected f32 operands, got ", a.desc(),
+// y += alpha * x in place; x expanded to y's shape; y may be any (non-overlapping) view.
+void axpy_cpu(const Tensor& y, const Tensor& x, double alpha) {
+  float* py = y.data<float>();
+  const float* px = x.data<float>();
+  const float al = static_cast<float>(alpha);
+  const auto row = MOON_ISA_SELECT(axpy_row);
+  const int fx = flat_step(x);
+  if (y.is_contiguous() && fx >= 0) {
+    elementwise::parallel_chunks(y.numel(), [&](int64_t i, int64_t n) { row(py + i, 1, px + i * fx, fx, al, n); });
+    return;
+  }
+  // Rows of y walked through y's own strides (its offsets come back as input 0).
+  cpu::for_each_broadcast_row<2>(y.shape(), {&y.strides(), &x.strides()},
+                                 [&](int64_t, const std::array<int64_t, 2>& off, int64_t n,
+                                     const std::array<int64_t, 2>& step) {
+                                   row(py + off[0], step[0], px + off[1], step[1], al, n);
+                                 });
+}
+
+using BinaryFn = void (*)(BinaryOp, const Tensor&, const Tensor&, const Tensor&);
+using BinaryBackwardFn = void (*)(BinaryOp, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&);
+using CompareFn = void (*)(CompareOp, const Tensor&, const Tensor&, const Tensor&);
+using AxpyFn = void (*)(const Tensor&, const Tensor&, double);
+KernelTable<BinaryFn> g_binary{"binary", {binary_cpu, nullptr}};
+KernelTable<BinaryBackwardFn> g_binary_backward{"binary backward", {binary_backward_cpu, nullptr}};
+KernelTable<CompareFn> g_compare{"compare", {compare_cpu, nullptr}};
+KernelTable<AxpyFn> g_axpy{"add_", {axpy_cpu, nullptr}};
+
+// ---- op layer
+
+// Checks two f32 operands on one device and returns their broadcast shape.
+Shape check_binary(const char* op, const Tensor& a, const Tensor& b) {
+  check_same_device(op, a, b);
+  MOON_CHECK(a.dtype() == DType::F32 && b.dtype() == DType::F32, op, ": expected f32 operands, got ", a.desc(),
              " and ", b.desc(), "; convert with .to(DType::F32)");
-  const Shape shape = broadcast_shapes(a.shape(), b.shape(), table.op);
-  Tensor out = empty(shape, DType::F32, a.device());
-  NoGradGuard ng;
-  table.get(a.device())(out, a.expand(shape), b.expand(shape));
+  return broadcast_shapes(a.shape(), b.shape(), op);
+}
+
+// out = a (op) b with broadcasting, and its backward.
+Tensor binary_op(const char* name, BinaryOp op, const Tensor& a, const Tensor& b) {
+  const Shape shape = check_binary(name, a, b);
+  Tensor out = empty(shape, DType::F32, a.device());  // broadcast(a, b)
+  kernel_for(g_binary, name, a.device())(op, out, expand_view(a, shape), expand_view(b, shape));
+  if (!needs_grad({&a, &b})) return out;
+
+  const Shape sa = a.shape(), sb = b.shape();
+  const bool ga = a.requires_grad(), gb = b.requires_grad();
+  if (op == BinaryOp::Add || op == BinaryOp::Sub) {
+    const bool is_sub = op == BinaryOp::Sub;
+    record_op(name, {a, b}, {out}, [sa, sb, ga, gb, is_sub](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{ga ? sum_to(g[0], sa) : Tensor(),
+                                 gb ? sum_to(is_sub ? neg(g[0]) : g[0], sb) : Tensor()};
+    });
+    return out;
+  }
+  // Mul, Div, Max, Min: one fused kernel gives both full-size gradients, then sum_to undoes broadcasting.
+  SavedTensor xa(a, name), xb(b, name);
+  record_op(name, {a, b}, {out}, [name, op, xa, xb, ga, gb](const std::vector<Tensor>& grads) {
+    const Tensor& x = xa.get();
+    const Tensor& y = xb.get();
+    const Tensor g = grads[0].contiguous();  // broadcast shape
+    const Shape& shape = g.shape();
+    Tensor gx = ga ? empty(shape, DType::F32, g.device()) : Tensor();
+    Tensor gy = gb ? empty(shape, DType::F32, g.device()) : Tensor();
+    kernel_for(g_binary_backward, name, g.device())(op, g, expand_view(x, shape), expand_view(y, shape), gx, gy);
+    return std::vector<Tensor>{ga ? sum_to(gx, x.shape()) : Tensor(), gb ? sum_to(gy, y.shape()) : Tensor()};
+  });
+  return out;
+}
+
+// u8 result of a (cmp) b with broadcasting; not differentiable.
+Tensor compare_op(const char* name, CompareOp op, const Tensor& a, const Tensor& b) {
+  check_same_device(name, a, b);
+  MOON_CHECK(a.dtype() == b.dtype(), name, ": operands have different dtypes: ", a.desc(), " and ", b.desc(),
+             "; convert one with .to(dtype)");
+  MOON_CHECK(a.dtype() == DType::F32 || a.dtype() == DType::I64 || a.dtype() == DType::I32 || a.dtype() == DType::U8,
+             name, ": expected f32, i64, i32 or u8 operands, got ", a.desc(), " and ", b.desc());
+  const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
+  Tensor out = empty(shape, DType::U8, a.device());
+  kernel_for(g_compare, name, a.device())(op, out, expand_view(a, shape), expand_view(b, shape));
   return out;
 }
 
 }  // namespace
 
-Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_forward(g_add, a, b);
-  if (needs_grad({&a, &b})) {
-    const Shape sa = a.shape(), sb = b.shape();
-    record_op("add", {a, b}, {out}, [sa, sb](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{sum_to(g[0], sa), sum_to(g[0], sb)};
-    });
-  }
-  return out;
-}
+Tensor add(const Tensor& a, const Tensor& b) { return binary_op("add", BinaryOp::Add, a, b); }
+Tensor sub(const Tensor& a, const Tensor& b) { return binary_op("sub", BinaryOp::Sub, a, b); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary_op("mul", BinaryOp::Mul, a, b); }
+Tensor div(const Tensor& a, const Tensor& b) { return binary_op("div", BinaryOp::Div, a, b); }
+Tensor maximum(const Tensor& a, const Tensor& b) { return binary_op("maximum", BinaryOp::Max, a, b); }
+Tensor minimum(const Tensor& a, const Tensor& b) { return binary_op("minimum", BinaryOp::Min, a, b); }
 
-Tensor sub(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_forward(g_sub, a, b);
-  if (needs_grad({&a, &b})) {
-    const Shape sa = a.shape(), sb = b.shape();
-    record_op("sub", {a, b}, {out}, [sa, sb](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{sum_to(g[0], sa), sum_to(neg(g[0]), sb)};
-    });
-  }
-  return out;
-}
+Tensor eq(const Tensor& a, const Tensor& b) { return compare_op("eq", CompareOp::Eq, a, b); }
+Tensor gt(const Tensor& a, const Tensor& b) { return compare_op("gt", CompareOp::Gt, a, b); }
+Tensor lt(const Tensor& a, const Tensor& b) { return compare_op("lt", CompareOp::Lt, a, b); }
 
-Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_forward(g_mul, a, b);
-  if (needs_grad({&a, &b})) {
-    SavedTensor sa(a, "mul"), sb(b, "mul");
-    const bool ga = a.requires_grad(), gb = b.requires_grad();
-    record_op("mul", {a, b}, {out}, [sa, sb, ga, gb](const std::vector<Tensor>& g) {
-      const Tensor& x = sa.get();
-      const Tensor& y = sb.get();
-      return std::vector<Tensor>{ga ? sum_to(mul(g[0], y), x.shape()) : Tensor(),
-                                 gb ? sum_to(mul(g[0], x), y.shape()) : Tensor()};
-    });
-  }
-  return out;
-}
-
-Tensor div(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_forward(g_div, a, b);
-  if (needs_grad({&a, &b})) {
-    SavedTensor sa(a, "div"), sb(b, "div");
-    const bool ga = a.requires_grad(), gb = b.requires_grad();
-    record_op("div", {a, b}, {out}, [sa, sb, ga, gb](const std::vector<Tensor>& g) {
-      const Tensor& x = sa.get();
-      const Tensor& y = sb.get();
-      Tensor gx = div(g[0], y);  // d(x/y)/dx = 1/y
-      return std::vector<Tensor>{ga ? sum_to(gx, x.shape()) : Tensor(),
-                                 gb ? sum_to(neg(mul(gx, div(x, y))), y.shape()) : Tensor()};
-    });
-  }
-  return out;
+void add_(Tensor& a, const Tensor& b, double alpha) {
+  const char* op = "add_";
+  check_binary(op, a, b);
+  const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
+  MOON_CHECK(shape == a.shape(), op, ": cannot add ", b.desc(), " into ", a.desc(),
+             " in place: the broadcast shape ", shape_str(shape), " is not the shape of the destination");
+  check_inplace_allowed(a, op);
+  kernel_for(g_axpy, op, a.device())(a, expand_view(b, shape), alpha);
+  a.bump_version();
 }
 
 }  // namespace moon

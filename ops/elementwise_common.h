@@ -3,6 +3,7 @@
 // per-row kernel path. Internal to the elementwise family.
 #pragma once
 
+#include <algorithm>
 #include <array>
 
 #include "ops/cpu/broadcast.h"
@@ -41,6 +42,22 @@ inline int flat_step(const Tensor& t) {
   for (int64_t d = 0; d < t.dim(); ++d)
     if (t.size(d) != 1 && t.stride(d) != 0) return -1;
   return 0;
+}
+
+// Calls f(begin, count) over [0, n) in chunks, across OpenMP threads when n is big enough to pay for them.
+template <class F>
+void parallel_chunks(int64_t n, F&& f) {
+  constexpr int64_t kChunk = 1 << 14;  // elements per task: a multiple of every vector width
+  if (n <= 2 * kChunk) {
+    if (n > 0) f(int64_t{0}, n);
+    return;
+  }
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * kChunk;
+    f(begin, std::min(kChunk, n - begin));
+  }
 }
 
 // The kernel of `table` for `device`, or a moon::Error naming `op` and the device.

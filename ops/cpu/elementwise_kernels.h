@@ -46,7 +46,7 @@ enum class CompareOp : int { Eq, Gt, Lt };
   namespace isa {                                                                                            \
   /* y[i] = f(x[i]) for i < n, contiguous. */                                                               \
   void unary_forward(UnaryOp op, float p0, float p1, const float* x, float* y, int64_t n);                  \
-  /* dx[i] = g[i] * f'(x[i]), contiguous; reads x or the forward output y (see unary_backward_needs). */     \
+  /* dx[i] = g[i] * f'(x[i]), contiguous; reads y if non-null, else x (see unary_backward_needs). */   \
   void unary_backward(UnaryOp op, float p0, float p1, const float* x, const float* y, const float* g,        \
                       float* dx, int64_t n);                                                                 \
   /* out[i] = a[i*sa] (op) b[i*sb], i < n. */                                                                \

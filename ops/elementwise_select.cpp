@@ -1,0 +1,120 @@
+// Selection by u8 masks: where(cond, a, b) and masked_fill(a, mask, value), broadcasting, with backward.
+// The op layer; the math is in ops/cpu/elementwise_kernels.cpp.
+#include "ops/elementwise.h"
+#include "ops/elementwise_common.h"
+#include "ops/reduce.h"
+#include "runtime/autograd.h"
+
+namespace moon {
+
+using elementwise::check_same_device;
+using elementwise::expand_view;
+using elementwise::flat_step;
+using elementwise::kernel_for;
+
+namespace {
+
+// out = cond ? a : b; cond (u8), a, b expanded to out's shape.
+void where_cpu(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) {
+  float* o = out.data<float>();
+  const uint8_t* pc = cond.data<uint8_t>();
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  const auto row = MOON_ISA_SELECT(where_row);
+  const int fc = flat_step(cond), fa = flat_step(a), fb = flat_step(b);
+  if (fc >= 0 && fa >= 0 && fb >= 0) {
+    elementwise::parallel_chunks(out.numel(), [&](int64_t i, int64_t n) {
+      row(pc + i * fc, fc, pa + i * fa, fa, pb + i * fb, fb, o + i, n);
+    });
+    return;
+  }
+  cpu::for_each_broadcast_row<3>(out.shape(), {&cond.strides(), &a.strides(), &b.strides()},
+                                 [&](int64_t oo, const std::array<int64_t, 3>& off, int64_t n,
+                                     const std::array<int64_t, 3>& step) {
+                                   row(pc + off[0], step[0], pa + off[1], step[1], pb + off[2], step[2], o + oo, n);
+                                 });
+}
+
+// ga = cond ? g : 0, gb = cond ? 0 : g over g's shape; cond expanded to it; ga or gb may be undefined.
+void where_backward_cpu(const Tensor& cond, const Tensor& g, const Tensor& ga, const Tensor& gb) {
+  const uint8_t* pc = cond.data<uint8_t>();
+  const float* pg = g.data<float>();
+  float* pga = ga.defined() ? ga.data<float>() : nullptr;
+  float* pgb = gb.defined() ? gb.data<float>() : nullptr;
+  const auto row = MOON_ISA_SELECT(where_backward_row);
+  const int fc = flat_step(cond);
+  if (fc >= 0) {
+    elementwise::parallel_chunks(g.numel(), [&](int64_t i, int64_t n) {
+      row(pc + i * fc, fc, pg + i, pga ? pga + i : nullptr, pgb ? pgb + i : nullptr, n);
+    });
+    return;
+  }
+  cpu::for_each_broadcast_row<1>(g.shape(), {&cond.strides()},
+                                 [&](int64_t oo, const std::array<int64_t, 1>& off, int64_t n,
+                                     const std::array<int64_t, 1>& step) {
+                                   row(pc + off[0], step[0], pg + oo, pga ? pga + oo : nullptr,
+                                       pgb ? pgb + oo : nullptr, n);
+                                 });
+}
+
+using WhereFn = void (*)(const Tensor&, const Tensor&, const Tensor&, const Tensor&);
+using WhereBackwardFn = void (*)(const Tensor&, const Tensor&, const Tensor&, const Tensor&);
+KernelTable<WhereFn> g_where{"where", {where_cpu, nullptr}};
+KernelTable<WhereBackwardFn> g_where_backward{"where backward", {where_backward_cpu, nullptr}};
+
+void check_mask(const char* op, const Tensor& mask, const Tensor& a) {
+  MOON_CHECK(mask.dtype() == DType::U8, op, ": the mask must be u8 (nonzero = true), got ", mask.desc(),
+             "; build it with a comparison (eq, gt, lt) or .to(DType::U8)");
+  check_same_device(op, mask, a);
+}
+
+}  // namespace
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  const char* op = "where";
+  check_mask(op, cond, a);
+  check_same_device(op, a, b);
+  MOON_CHECK(a.dtype() == DType::F32 && b.dtype() == DType::F32, op, ": expected f32 values, got ", a.desc(),
+             " and ", b.desc(), "; convert with .to(DType::F32)");
+  const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), op), b.shape(), op);
+  Tensor out = empty(shape, DType::F32, a.device());  // broadcast(cond, a, b)
+  kernel_for(g_where, op, a.device())(out, expand_view(cond, shape), expand_view(a, shape), expand_view(b, shape));
+  if (needs_grad({&a, &b})) {
+    const Tensor c = cond.detach();  // masks are never written in place by the ops that consume them
+    const Shape sa = a.shape(), sb = b.shape();
+    const bool ga = a.requires_grad(), gb = b.requires_grad();
+    SavedTensor sc(c, op);
+    record_op(op, {a, b}, {out}, [sc, sa, sb, ga, gb](const std::vector<Tensor>& grads) {
+      const Tensor g = grads[0].contiguous();
+      Tensor gx = ga ? empty(g.shape(), DType::F32, g.device()) : Tensor();
+      Tensor gy = gb ? empty(g.shape(), DType::F32, g.device()) : Tensor();
+      kernel_for(g_where_backward, "where", g.device())(expand_view(sc.get(), g.shape()), g, gx, gy);
+      return std::vector<Tensor>{ga ? sum_to(gx, sa) : Tensor(), gb ? sum_to(gy, sb) : Tensor()};
+    });
+  }
+  return out;
+}
+
+Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
+  const char* op = "masked_fill";
+  check_mask(op, mask, a);
+  elementwise::check_f32(op, a, "tensor");
+  const Shape shape = broadcast_shapes(a.shape(), mask.shape(), op);
+  Tensor out = empty(shape, DType::F32, a.device());  // broadcast(a, mask)
+  // out = mask ? value : a, with value as a broadcast 1-element tensor.
+  const Tensor fill = full({}, value, DType::F32, a.device());
+  kernel_for(g_where, op, a.device())(out, expand_view(mask, shape), expand_view(fill, shape), expand_view(a, shape));
+  if (needs_grad({&a})) {
+    const Shape sa = a.shape();
+    SavedTensor sm(mask.detach(), op);
+    record_op(op, {a}, {out}, [sm, sa](const std::vector<Tensor>& grads) {
+      const Tensor g = grads[0].contiguous();
+      Tensor ga = empty(g.shape(), DType::F32, g.device());
+      kernel_for(g_where_backward, "masked_fill", g.device())(expand_view(sm.get(), g.shape()), g, Tensor(), ga);
+      return std::vector<Tensor>{sum_to(ga, sa)};
+    });
+  }
+  return out;
+}
+
+}  // namespace moon
