@@ -2,6 +2,8 @@
 // comparisons, and agreement of every instruction-set path on a large odd-sized tensor.
 #include <doctest/doctest.h>
 
+#include "tests/test_util.h"
+
 #include <cmath>
 #include <functional>
 #include <string>
@@ -13,20 +15,10 @@
 #include "runtime/rng.h"
 
 using namespace moon;
+using moon::test::contains;
+using moon::test::error_of;
 
 namespace {
-
-// The message of the moon::Error that f throws ("" if none).
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // A tensor header that claims to live on cuda:0 with no memory behind it: enough for operand checks.
 Tensor fake_cuda_tensor(const Shape& shape) {

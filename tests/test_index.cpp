@@ -1,6 +1,8 @@
 // Indexing and shape-combining ops (ops/index.h): error messages, the deterministic embedding backward,
 // split/concat round trips, and topk routing details. The registry walk checks values and gradients.
 #include <doctest/doctest.h>
+
+#include "tests/test_util.h"
 #include <omp.h>
 
 #include <cmath>
@@ -13,21 +15,10 @@
 #include "runtime/rng.h"
 
 using namespace moon;
+using moon::test::contains;
+using moon::test::error_of;
 
 namespace {
-
-// The message of the moon::Error that f throws ("" if none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 Tensor ids_i64(const std::vector<int64_t>& v, const Shape& s) { return from_vector(v, s, DType::I64); }
 

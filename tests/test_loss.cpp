@@ -2,6 +2,8 @@
 // and agreement of the fused cross-entropy with an explicit log-softmax at a large class count.
 #include <doctest/doctest.h>
 
+#include "tests/test_util.h"
+
 #include <cmath>
 #include <string>
 
@@ -11,17 +13,10 @@
 #include "runtime/autograd.h"
 
 using namespace moon;
+using moon::test::contains;
+using moon::test::error_of;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 Tensor targets_of(const std::vector<int64_t>& v) {
   return from_vector(v, {static_cast<int64_t>(v.size())}, DType::I64);

@@ -2,6 +2,8 @@
 // broadcast-batch gradients and bf16 gradients.
 #include <doctest/doctest.h>
 
+#include "tests/test_util.h"
+
 #include <cmath>
 #include <string>
 
@@ -11,17 +13,10 @@
 #include "runtime/autograd.h"
 
 using namespace moon;
+using moon::test::contains;
+using moon::test::error_of;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   const auto x = a.to_vector<double>(), y = b.to_vector<double>();

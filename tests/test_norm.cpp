@@ -2,6 +2,8 @@
 // parallel paths at sizes the registry does not reach, and dropout's reproducibility.
 #include <doctest/doctest.h>
 
+#include "tests/test_util.h"
+
 #include <cmath>
 #include <string>
 
@@ -11,18 +13,10 @@
 #include "runtime/autograd.h"
 
 using namespace moon;
+using moon::test::contains;
+using moon::test::error_of;
 
 namespace {
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 bool has(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 
