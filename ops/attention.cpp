@@ -30,6 +30,21 @@ cpu::AttnParams make_params(const Tensor& q, const Tensor& k, const AttentionOpt
   return p;
 }
 
+// The kernel's view of q, k, v, out and lse (all f32, any strides).
+cpu::AttnTensors kernel_tensors(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) {
+  cpu::AttnTensors t{};
+  t.q = q.data<float>();
+  strides4(q, t.q_stride);
+  t.k = k.data<float>();
+  strides4(k, t.k_stride);
+  t.v = v.data<float>();
+  strides4(v, t.v_stride);
+  t.out = out.data<float>();
+  strides4(out, t.out_stride);
+  t.lse = lse.data<float>();
+  return t;
+}
+
 void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& o) {
   const char* op = "scaled_dot_product_attention";
   MOON_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, ": expected q (B, Hq, Tq, D), k and v (B, Hkv, Tk, D); got ",
@@ -57,17 +72,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const cpu::AttnParams p = make_params(q, k, o);
   Tensor out = empty(q.shape(), DType::F32, q.device());         // (B, Hq, Tq, D)
   Tensor lse = empty({p.B, p.Hq, p.Tq}, DType::F32, q.device());  // (B, Hq, Tq) log-sum-exp per query
-  cpu::AttnTensors t{};
-  t.q = q.data<float>();
-  strides4(q, t.q_stride);
-  t.k = k.data<float>();
-  strides4(k, t.k_stride);
-  t.v = v.data<float>();
-  strides4(v, t.v_stride);
-  t.out = out.data<float>();
-  strides4(out, t.out_stride);
-  t.lse = lse.data<float>();
-  MOON_ISA_SELECT(attention_forward)(p, t);
+  MOON_ISA_SELECT(attention_forward)(p, kernel_tensors(q, k, v, out, lse));
 
   if (needs_grad({&q, &k, &v})) {
     const char* op = "scaled_dot_product_attention";
@@ -83,16 +88,6 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
       Tensor dq = empty(q.shape(), DType::F32, q.device());  // (B, Hq, Tq, D)
       Tensor dk = empty(k.shape(), DType::F32, k.device());  // (B, Hkv, Tk, D)
       Tensor dv = empty(v.shape(), DType::F32, v.device());  // (B, Hkv, Tk, D)
-      cpu::AttnTensors t{};
-      t.q = q.data<float>();
-      strides4(q, t.q_stride);
-      t.k = k.data<float>();
-      strides4(k, t.k_stride);
-      t.v = v.data<float>();
-      strides4(v, t.v_stride);
-      t.out = const_cast<float*>(out.data<float>());
-      strides4(out, t.out_stride);
-      t.lse = const_cast<float*>(lse.data<float>());
       cpu::AttnGradTensors gt{};
       gt.dout = dout.data<float>();
       strides4(dout, gt.dout_stride);
@@ -102,7 +97,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
       strides4(dk, gt.dk_stride);
       gt.dv = dv.data<float>();
       strides4(dv, gt.dv_stride);
-      MOON_ISA_SELECT(attention_backward)(p, t, gt);
+      MOON_ISA_SELECT(attention_backward)(p, kernel_tensors(q, k, v, out, lse), gt);
       return std::vector<Tensor>{dq, dk, dv};
     });
   }

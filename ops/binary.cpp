@@ -24,18 +24,9 @@ void binary_cpu(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b
   const float* pa = a.data<float>();
   const float* pb = b.data<float>();
   const auto row = MOON_ISA_SELECT(binary_row);
-  const int fa = flat_step(a), fb = flat_step(b);
-  if (fa >= 0 && fb >= 0) {
-    elementwise::parallel_chunks(out.numel(), [&](int64_t i, int64_t n) {
-      row(op, pa + i * fa, fa, pb + i * fb, fb, o + i, n);
-    });
-    return;
-  }
-  cpu::for_each_broadcast_row<2>(out.shape(), {&a.strides(), &b.strides()},
-                                 [&](int64_t oo, const std::array<int64_t, 2>& off, int64_t n,
-                                     const std::array<int64_t, 2>& step) {
-                                   row(op, pa + off[0], step[0], pb + off[1], step[1], o + oo, n);
-                                 });
+  elementwise::for_each_binary_run(out.shape(), a, b, [&](int64_t ia, int64_t sa, int64_t ib, int64_t sb, int64_t io, int64_t n) {
+    row(op, pa + ia, sa, pb + ib, sb, o + io, n);
+  });
 }
 
 // ga = g * d(a op b)/da, gb = g * d(a op b)/db over g's shape; a, b expanded to it; ga or gb may be undefined.
@@ -47,19 +38,9 @@ void binary_backward_cpu(BinaryOp op, const Tensor& g, const Tensor& a, const Te
   float* pga = ga.defined() ? ga.data<float>() : nullptr;
   float* pgb = gb.defined() ? gb.data<float>() : nullptr;
   const auto row = MOON_ISA_SELECT(binary_backward_row);
-  const int fa = flat_step(a), fb = flat_step(b);
-  if (fa >= 0 && fb >= 0) {
-    elementwise::parallel_chunks(g.numel(), [&](int64_t i, int64_t n) {
-      row(op, pg + i, pa + i * fa, fa, pb + i * fb, fb, pga ? pga + i : nullptr, pgb ? pgb + i : nullptr, n);
-    });
-    return;
-  }
-  cpu::for_each_broadcast_row<2>(g.shape(), {&a.strides(), &b.strides()},
-                                 [&](int64_t oo, const std::array<int64_t, 2>& off, int64_t n,
-                                     const std::array<int64_t, 2>& step) {
-                                   row(op, pg + oo, pa + off[0], step[0], pb + off[1], step[1],
-                                       pga ? pga + oo : nullptr, pgb ? pgb + oo : nullptr, n);
-                                 });
+  elementwise::for_each_binary_run(g.shape(), a, b, [&](int64_t ia, int64_t sa, int64_t ib, int64_t sb, int64_t io, int64_t n) {
+    row(op, pg + io, pa + ia, sa, pb + ib, sb, pga ? pga + io : nullptr, pgb ? pgb + io : nullptr, n);
+  });
 }
 
 // out = a (cmp) b as u8; a, b expanded to out's shape. f32 goes through the vector kernel, integers here.
@@ -88,18 +69,9 @@ void compare_cpu(CompareOp op, const Tensor& out, const Tensor& a, const Tensor&
   const float* pa = a.data<float>();
   const float* pb = b.data<float>();
   const auto row = MOON_ISA_SELECT(compare_row);
-  const int fa = flat_step(a), fb = flat_step(b);
-  if (fa >= 0 && fb >= 0) {
-    elementwise::parallel_chunks(out.numel(), [&](int64_t i, int64_t n) {
-      row(op, pa + i * fa, fa, pb + i * fb, fb, o + i, n);
-    });
-    return;
-  }
-  cpu::for_each_broadcast_row<2>(out.shape(), {&a.strides(), &b.strides()},
-                                 [&](int64_t oo, const std::array<int64_t, 2>& off, int64_t n,
-                                     const std::array<int64_t, 2>& step) {
-                                   row(op, pa + off[0], step[0], pb + off[1], step[1], o + oo, n);
-                                 });
+  elementwise::for_each_binary_run(out.shape(), a, b, [&](int64_t ia, int64_t sa, int64_t ib, int64_t sb, int64_t io, int64_t n) {
+    row(op, pa + ia, sa, pb + ib, sb, o + io, n);
+  });
 }
 
 // y += alpha * x in place; x expanded to y's shape; y may be any (non-overlapping) view.

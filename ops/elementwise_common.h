@@ -60,6 +60,21 @@ void parallel_chunks(int64_t n, F&& f) {
   }
 }
 
+// Walks two operands expanded to `shape` (the output's, contiguous) and calls
+//   run(a_offset, a_step, b_offset, b_step, out_offset, n)
+// once per flat chunk when both operands are flat, else once per broadcast row.
+template <class Run>
+void for_each_binary_run(const Shape& shape, const Tensor& a, const Tensor& b, Run&& run) {
+  const int fa = flat_step(a), fb = flat_step(b);
+  if (fa >= 0 && fb >= 0) {
+    parallel_chunks(shape_numel(shape), [&](int64_t i, int64_t n) { run(i * fa, fa, i * fb, fb, i, n); });
+    return;
+  }
+  cpu::for_each_broadcast_row<2>(shape, {&a.strides(), &b.strides()},
+                                 [&](int64_t out_off, const std::array<int64_t, 2>& off, int64_t n,
+                                     const std::array<int64_t, 2>& step) { run(off[0], step[0], off[1], step[1], out_off, n); });
+}
+
 // The kernel of `table` for `device`, or a moon::Error naming `op` and the device.
 template <class Fn>
 Fn kernel_for(const KernelTable<Fn>& table, const char* op, Device device) {

@@ -37,7 +37,10 @@ std::vector<Variant> runnable_variants() {
 
 // ---- Strided (B, H, T, D) tensors -------------------------------------------------------------------------
 
-enum class Layout { BHTD, BTHD, BHDT };  // memory order; the view is always (B, H, T, D)
+// Memory order of a (B, H, T, D) view. Gapped: every row of D sits in a row three times longer, as q in a
+// fused (B, T, 3, H, D) qkv projection; the elements outside the view stay NaN (inputs: never read them;
+// outputs: never write them).
+enum class Layout { BHTD, BTHD, BHDT, Gapped };
 
 struct Tensor {
   int64_t B, H, T, D;
@@ -45,16 +48,30 @@ struct Tensor {
   int64_t stride[4];
 
   Tensor(int64_t B_, int64_t H_, int64_t T_, int64_t D_, Layout layout) : B(B_), H(H_), T(T_), D(D_) {
-    data.assign(size_t(B * H * T * D), std::numeric_limits<float>::quiet_NaN());
-    const int64_t s[3][4] = {{H * T * D, T * D, D, 1}, {T * H * D, D, H * D, 1}, {H * D * T, D * T, 1, T}};
+    const int64_t s[4][4] = {{H * T * D, T * D, D, 1},
+                             {T * H * D, D, H * D, 1},
+                             {H * D * T, D * T, 1, T},
+                             {T * 3 * H * D, D, 3 * H * D, 1}};
     std::copy(s[int(layout)], s[int(layout)] + 4, stride);
+    data.assign(size_t(B * stride[0]), std::numeric_limits<float>::quiet_NaN());
   }
   float& operator()(int64_t b, int64_t h, int64_t t, int64_t d) {
     return data[size_t(b * stride[0] + h * stride[1] + t * stride[2] + d * stride[3])];
   }
+  template <class F>
+  void for_each(F f) {
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t d = 0; d < D; ++d) f((*this)(b, h, t, d));
+  }
   void randomize(std::mt19937& rng) {
     std::uniform_real_distribution<float> u(-1.f, 1.f);
-    for (float& x : data) x = u(rng);
+    for_each([&](float& x) { x = u(rng); });
+  }
+  // Number of elements that are not NaN (all of them in the view after a call, none outside).
+  size_t written() const {
+    return size_t(std::count_if(data.begin(), data.end(), [](float x) { return !std::isnan(x); }));
   }
 };
 
@@ -159,16 +176,13 @@ void check_close(const char* what, Tensor& got, const std::vector<double>& want,
   for (double w : want) scale = std::max(scale, std::abs(w));
   bool finite = true;
   size_t n = 0;
-  for (int64_t b = 0; b < got.B; ++b)
-    for (int64_t h = 0; h < got.H; ++h)
-      for (int64_t t = 0; t < got.T; ++t)
-        for (int64_t d = 0; d < got.D; ++d, ++n) {
-          const float g = got(b, h, t, d);
-          finite = finite && std::isfinite(g);
-          worst = std::max(worst, std::abs(double(g) - want[n]));
-        }
+  got.for_each([&](float g) {
+    finite = finite && std::isfinite(g);
+    worst = std::max(worst, std::abs(double(g) - want[n++]));
+  });
   INFO(std::string(what) << ": max error " << worst << " (reference magnitude " << scale << ")");
   CHECK(finite);
+  CHECK(got.written() == want.size());  // nothing written outside the view
   CHECK(worst <= tol * scale);
 }
 
@@ -252,10 +266,13 @@ TEST_CASE("attention kernels: grouped-query attention") {
 }
 
 TEST_CASE("attention kernels: non-contiguous views") {
-  // q, out, dout, dq as (B, T, H, D) memory; k, v, dk, dv as (B, H, D, T) memory.
+  // q, out, dout, dq as (B, T, H, D) memory; k, v, dk, dv as (B, H, D, T) memory (D not contiguous).
   run_case({.B = 2, .Hq = 4, .Hkv = 2, .Tq = 130, .Tk = 77, .D = 64, .causal = true, .q_offset = -53,
             .q_layout = Layout::BTHD, .kv_layout = Layout::BHDT});
   run_case({.B = 2, .Hq = 2, .Hkv = 2, .Tq = 17, .Tk = 100, .D = 80, .padding = true, .q_layout = Layout::BTHD});
+  // Views into fused qkv-like buffers, with NaN between the viewed rows.
+  run_case({.B = 2, .Hq = 2, .Hkv = 1, .Tq = 70, .Tk = 70, .D = 32, .causal = true,
+            .q_layout = Layout::Gapped, .kv_layout = Layout::Gapped});
 }
 
 TEST_CASE("attention kernels: forward without lse, and empty shapes") {
