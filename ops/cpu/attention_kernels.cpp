@@ -16,9 +16,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <limits>
 #include <new>
-#include <vector>
 
 #include "ops/cpu/vec.h"
 #include "runtime/error.h"
@@ -37,6 +37,12 @@ constexpr int kMR = kLanes >= 16 ? 6 : 4;
 constexpr int kNV = kLanes >= 16 ? 4 : 3;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 static_assert(kTile % kLanes == 0, "tiles are whole vectors wide");
+
+// p[0, n) = x. (A local loop rather than std::fill: std:: templates instantiated here could be emitted out of
+// line with this copy's instruction set and then shared with the other copies by the linker; see vec.h.)
+void fill(float* p, int64_t n, float x) {
+  for (int64_t i = 0; i < n; ++i) p[i] = x;
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Small GEMM
@@ -125,7 +131,7 @@ class Buffer {
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
   operator float*() const { return p_; }
-  void fill(float x) { std::fill_n(p_, n_, x); }
+  void fill(float x) { moon::cpu::MOON_ISA_NS::fill(p_, n_, x); }
 
  private:
   float* p_;
@@ -137,7 +143,7 @@ void pack_transposed(Strided A, int64_t n, int64_t D, float* dst) {
   for (int64_t d = 0; d < D; ++d) {
     float* row = dst + d * kTile;
     for (int64_t i = 0; i < n; ++i) row[i] = A.p[i * A.rs + d * A.cs];
-    std::fill(row + n, row + kTile, 0.f);
+    fill(row + n, kTile - n, 0.f);
   }
 }
 
@@ -148,14 +154,17 @@ void store_transposed(const float* src, int64_t n, int64_t D, const float* facto
     for (int64_t d = 0; d < D; ++d) out[i * rs + d * cs] = factor[i] * src[d * kTile + i];
 }
 
-// acc(d, i) *= factor[i] for d < D: rescales the queries (columns) of a (D x kTile) accumulator.
-void scale_columns(int64_t D, const float* factor, float* acc) {
+// acc(d, i) *= factor[i] for d < D, i < w: rescales the queries (columns) of a (D x kTile) accumulator.
+void scale_columns(int64_t D, int64_t w, const float* factor, float* acc) {
   for (int64_t d = 0; d < D; ++d)
-    for (int64_t i = 0; i < kTile; i += kLanes) vstore(acc + d * kTile + i, vload(acc + d * kTile + i) * vload(factor + i));
+    for (int64_t i = 0; i < w; i += kLanes) vstore(acc + d * kTile + i, vload(acc + d * kTile + i) * vload(factor + i));
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Masking and softmax pieces
+// Masking and softmax pieces. A tile of n queries (or keys) uses only its first w = width(n) columns.
+
+// n rounded up to whole vectors.
+int64_t width(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
 // End of the keys any query before i_end may see: keys [key_end, Tk) are hidden from all of them.
 int64_t key_end(const AttnParams& p, int64_t i_end) {
@@ -167,46 +176,47 @@ bool any_key_kept(const uint8_t* keep, int64_t j0, int64_t n) {
   return !keep || std::any_of(keep + j0, keep + j0 + n, [](uint8_t x) { return x != 0; });
 }
 
-// Key-major scores S^T (n keys x kTile queries): S^T *= scale, then -inf where query i0+i may not see key
-// j0+j (padded key, or causality). n*kTile flops.
+// Key-major scores S^T (n keys x w queries): S^T *= scale, then -inf where query i0+i may not see key j0+j
+// (padded key, or causality). n*w flops.
 void scale_mask_key_major(const AttnParams& p, const uint8_t* keep, int64_t i0, int64_t j0, int64_t n,
-                          float* st) {
+                          int64_t w, float* st) {
   for (int64_t j = 0; j < n; ++j) {
     float* row = st + j * kTile;
-    for (int64_t i = 0; i < kTile; i += kLanes) vstore(row + i, vload(row + i) * vset1(p.scale));
+    for (int64_t i = 0; i < w; i += kLanes) vstore(row + i, vload(row + i) * vset1(p.scale));
     int64_t hidden = 0;  // queries [0, hidden) of the tile do not see this key
     if (keep && !keep[j0 + j])
-      hidden = kTile;
+      hidden = w;
     else if (p.causal)
-      hidden = std::clamp<int64_t>(j0 + j - p.q_offset - i0, 0, kTile);
-    std::fill(row, row + hidden, -kInf);
+      hidden = std::clamp<int64_t>(j0 + j - p.q_offset - i0, 0, w);
+    fill(row, hidden, -kInf);
   }
 }
 
-// Query-major scores S (m queries x kTile keys, keys from n on absent): S *= scale, then -inf where query
-// i0+i may not see key j0+j. m*kTile flops.
+// Query-major scores S (m queries x w keys, keys from n on absent): S *= scale, then -inf where query i0+i
+// may not see key j0+j. m*w flops.
 void scale_mask_query_major(const AttnParams& p, const uint8_t* keep, int64_t i0, int64_t m, int64_t j0,
-                            int64_t n, float* s) {
+                            int64_t n, int64_t w, float* s) {
   for (int64_t i = 0; i < m; ++i) {
     float* row = s + i * kTile;
-    for (int64_t j = 0; j < kTile; j += kLanes) vstore(row + j, vload(row + j) * vset1(p.scale));
+    for (int64_t j = 0; j < w; j += kLanes) vstore(row + j, vload(row + j) * vset1(p.scale));
     const int64_t visible = p.causal ? std::clamp<int64_t>(i0 + i + p.q_offset - j0 + 1, 0, n) : n;
-    std::fill(row + visible, row + kTile, -kInf);
+    fill(row + visible, w - visible, -kInf);
     if (keep)
       for (int64_t j = 0; j < visible; ++j)
         if (!keep[j0 + j]) row[j] = -kInf;
   }
 }
 
-// One online-softmax step over a key tile, vectorised over queries. On S^T (n x kTile, scaled and masked):
+// One online-softmax step over a key tile, vectorised over queries. On S^T (n x w, scaled and masked):
 // m_new = max(m, column max); P^T = exp(S^T - m_new) in place; alpha = exp(m - m_new);
-// l = alpha*l + column sum of P^T; m = m_new. The caller rescales its accumulator by alpha. n*kTile exps.
-void online_softmax(int64_t n, float* st, float* m, float* l, float* alpha) {
-  for (int64_t i = 0; i < kTile; i += kLanes) {
+// l = alpha*l + column sum of P^T; m = m_new. The caller rescales its accumulator by alpha. n*w exps.
+void online_softmax(int64_t n, int64_t w, float* st, float* m, float* l, float* alpha) {
+  for (int64_t i = 0; i < w; i += kLanes) {
     const vfloat m_old = vload(m + i);
     vfloat m_new = m_old;
     for (int64_t j = 0; j < n; ++j) m_new = vmax(m_new, vload(st + j * kTile + i));
-    // A query that has seen no key yet keeps m = -inf; shift it by 0 so no -inf - -inf = NaN appears.
+    // A query that has seen no key yet keeps m = -inf; shift it by 0 so no -inf - -inf = NaN appears
+    // (vexp(-inf) = 0).
     const vfloat shift = vselect(m_new == vset1(-kInf), vzero(), m_new);
     vfloat sum = vzero();
     for (int64_t j = 0; j < n; ++j) {
@@ -230,11 +240,11 @@ void load_row_stats(const float* lse, const float* delta, int64_t m, float* lse_
   }
 }
 
-// Key-major: P^T(j, i) = exp(S^T(j, i) - lse_i), then dS^T(j, i) = P^T(j, i) * (dP^T(j, i) - Delta_i) written
-// over dP^T. n*kTile exps.
-void softmax_grad_key_major(int64_t n, const float* lse, const float* delta, float* pt, float* dpt) {
+// Key-major (n x w): P^T(j, i) = exp(S^T(j, i) - lse_i), then dS^T(j, i) = P^T(j, i) * (dP^T(j, i) - Delta_i)
+// written over dP^T. n*w exps.
+void softmax_grad_key_major(int64_t n, int64_t w, const float* lse, const float* delta, float* pt, float* dpt) {
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t i = 0; i < kTile; i += kLanes) {
+    for (int64_t i = 0; i < w; i += kLanes) {
       const int64_t e = j * kTile + i;
       const vfloat pe = vexp(vload(pt + e) - vload(lse + i));
       vstore(pt + e, pe);
@@ -242,11 +252,11 @@ void softmax_grad_key_major(int64_t n, const float* lse, const float* delta, flo
     }
 }
 
-// Query-major: P(i, j) = exp(S(i, j) - lse_i), then dS(i, j) = P(i, j) * (dP(i, j) - Delta_i) written over dP.
-// m*kTile exps.
-void softmax_grad_query_major(int64_t m, const float* lse, const float* delta, float* p, float* dp) {
+// Query-major (m x w): P(i, j) = exp(S(i, j) - lse_i), then dS(i, j) = P(i, j) * (dP(i, j) - Delta_i) written
+// over dP. m*w exps.
+void softmax_grad_query_major(int64_t m, int64_t w, const float* lse, const float* delta, float* p, float* dp) {
   for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < kTile; j += kLanes) {
+    for (int64_t j = 0; j < w; j += kLanes) {
       const int64_t e = i * kTile + j;
       const vfloat pe = vexp(vload(p + e) - vset1(lse[i]));
       vstore(p + e, pe);
@@ -267,7 +277,7 @@ struct ForwardScratch {
 // O^T = alpha O^T + V^T P^T. 4*m*Tk*D flops, about half of that under causality.
 void forward_tile(const AttnParams& p, const AttnTensors& t, ForwardScratch& s, int64_t b, int64_t h,
                   int64_t i0) {
-  const int64_t m = std::min(kTile, p.Tq - i0), D = p.D, kvh = h / (p.Hq / p.Hkv);
+  const int64_t m = std::min(kTile, p.Tq - i0), w = width(m), D = p.D, kvh = h / (p.Hq / p.Hkv);
   const View q{t.q, t.q_stride}, k{t.k, t.k_stride}, v{t.v, t.v_stride};
   const uint8_t* keep = p.key_keep ? p.key_keep + b * p.Tk : nullptr;
   pack_transposed(q.rows(b, h, i0), m, D, s.qt);
@@ -277,28 +287,38 @@ void forward_tile(const AttnParams& p, const AttnTensors& t, ForwardScratch& s, 
   for (int64_t j0 = 0; j0 < key_end(p, i0 + m); j0 += kTile) {
     const int64_t n = std::min(kTile, p.Tk - j0);
     if (!any_key_kept(keep, j0, n)) continue;
-    gemm(n, kTile, D, k.rows(b, kvh, j0), s.qt, kTile, s.st, kTile, false);  // S^T = K Q^T
-    scale_mask_key_major(p, keep, i0, j0, n, s.st);
-    online_softmax(n, s.st, s.m, s.l, s.alpha);
-    scale_columns(D, s.alpha, s.ot);
-    gemm(D, kTile, n, v.cols(b, kvh, j0), s.st, kTile, s.ot, kTile, true);  // O^T += V^T P^T
+    gemm(n, w, D, k.rows(b, kvh, j0), s.qt, kTile, s.st, kTile, false);  // S^T = K Q^T
+    scale_mask_key_major(p, keep, i0, j0, n, w, s.st);
+    online_softmax(n, w, s.st, s.m, s.l, s.alpha);
+    scale_columns(D, w, s.alpha, s.ot);
+    gemm(D, w, n, v.cols(b, kvh, j0), s.st, kTile, s.ot, kTile, true);  // O^T += V^T P^T
   }
   float* lse = t.lse ? t.lse + (b * p.Hq + h) * p.Tq + i0 : nullptr;
   for (int64_t i = 0; i < m; ++i) {
     const bool empty = s.l[i] == 0.f;  // the query saw no key
     s.inv_l[i] = empty ? 0.f : 1.f / s.l[i];
-    if (lse) lse[i] = empty ? -kInf : s.m[i] + std::log(s.l[i]);
+    if (lse) lse[i] = empty ? -kInf : s.m[i] + logf(s.l[i]);
   }
   float* out = t.out + b * t.out_stride[0] + h * t.out_stride[1] + i0 * t.out_stride[2];
   store_transposed(s.ot, m, D, s.inv_l, out, t.out_stride[2], t.out_stride[3]);
 }
 
-void check_params(const AttnParams& p) {
-  MOON_CHECK(p.B >= 0 && p.Hq >= 0 && p.Tq >= 0 && p.Tk >= 0, "attention: negative size (B=", p.B,
-             ", Hq=", p.Hq, ", Tq=", p.Tq, ", Tk=", p.Tk, ")");
-  MOON_CHECK(p.D >= 1, "attention: head size D must be at least 1, got ", p.D);
-  MOON_CHECK(p.Hkv >= 1 && p.Hq % p.Hkv == 0, "attention: the number of kv heads (", p.Hkv,
-             ") must divide the number of query heads (", p.Hq, ")");
+// Throws moon::Error for invalid parameters (and, for the backward, a missing lse). Formats with snprintf
+// rather than MOON_CHECK, whose templates the linker could share between the ISA copies (see vec.h).
+void check_params(const AttnParams& p, bool need_lse, const float* lse) {
+  using ll = long long;
+  char msg[256] = "";
+  if (p.B < 0 || p.Hq < 0 || p.Tq < 0 || p.Tk < 0)
+    std::snprintf(msg, sizeof msg, "attention: negative size (B=%lld, Hq=%lld, Tq=%lld, Tk=%lld)", ll(p.B),
+                  ll(p.Hq), ll(p.Tq), ll(p.Tk));
+  else if (p.D < 1)
+    std::snprintf(msg, sizeof msg, "attention: head size D must be at least 1, got %lld", ll(p.D));
+  else if (p.Hkv < 1 || p.Hq % p.Hkv != 0)
+    std::snprintf(msg, sizeof msg, "attention: the number of kv heads (%lld) must divide the number of query "
+                  "heads (%lld)", ll(p.Hkv), ll(p.Hq));
+  else if (need_lse && !lse && p.B * p.Hq * p.Tq > 0)
+    std::snprintf(msg, sizeof msg, "attention backward: needs the lse saved by the forward, got null");
+  if (msg[0]) throw moon::Error(msg);
 }
 
 int64_t num_tiles(int64_t T) { return (T + kTile - 1) / kTile; }
@@ -306,7 +326,7 @@ int64_t num_tiles(int64_t T) { return (T + kTile - 1) / kTile; }
 }  // namespace
 
 void attention_forward(const AttnParams& p, const AttnTensors& t) {
-  check_params(p);
+  check_params(p, false, t.lse);
   const int64_t tiles = num_tiles(p.Tq);
 #pragma omp parallel
   {
@@ -332,8 +352,7 @@ struct GradViews {
 };
 
 // Delta[b, h, i] = sum_d dO[b, h, i, d] * O[b, h, i, d]: 2*B*Hq*Tq*D flops.
-std::vector<float> row_dot(const AttnParams& p, const AttnTensors& t, const AttnGradTensors& g) {
-  std::vector<float> delta(size_t(p.B * p.Hq * p.Tq));
+void row_dot(const AttnParams& p, const AttnTensors& t, const AttnGradTensors& g, float* delta) {
   const View o{t.out, t.out_stride}, dout{g.dout, g.dout_stride};
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < p.B; ++b)
@@ -342,9 +361,8 @@ std::vector<float> row_dot(const AttnParams& p, const AttnTensors& t, const Attn
         const float *x = o.at(b, h, i), *dx = dout.at(b, h, i);
         double sum = 0;
         for (int64_t d = 0; d < p.D; ++d) sum += double(x[d * o.s[3]]) * dx[d * dout.s[3]];
-        delta[size_t((b * p.Hq + h) * p.Tq + i)] = float(sum);
+        delta[(b * p.Hq + h) * p.Tq + i] = float(sum);
       }
-  return delta;
 }
 
 struct KeyTileScratch {
@@ -356,17 +374,17 @@ struct KeyTileScratch {
 
 // One (query tile, key tile) step of the dK/dV pass, with K^T, V^T of keys [j0, j0+n) packed in s:
 // S = Q K^T, P = exp(S - lse), dP = dO V^T, dS = P (dP - Delta), dV^T += dO^T P, dK^T += Q^T dS.
-// 8*m*kTile*D flops.
+// 8*m*n*D flops.
 void dkdv_step(const AttnParams& p, const GradViews& x, KeyTileScratch& s, const uint8_t* keep, int64_t b,
                int64_t h, int64_t i0, int64_t j0, int64_t n) {
-  const int64_t m = std::min(kTile, p.Tq - i0), D = p.D, row = (b * p.Hq + h) * p.Tq + i0;
+  const int64_t m = std::min(kTile, p.Tq - i0), w = width(n), D = p.D, row = (b * p.Hq + h) * p.Tq + i0;
   load_row_stats(x.lse + row, x.delta + row, m, s.lse, s.delta);
-  gemm(m, kTile, D, x.q.rows(b, h, i0), s.kt, kTile, s.s, kTile, false);      // S = Q K^T
-  scale_mask_query_major(p, keep, i0, m, j0, n, s.s);
-  gemm(m, kTile, D, x.dout.rows(b, h, i0), s.vt, kTile, s.dp, kTile, false);  // dP = dO V^T
-  softmax_grad_query_major(m, s.lse, s.delta, s.s, s.dp);                    // P, dS
-  gemm(D, kTile, m, x.dout.cols(b, h, i0), s.s, kTile, s.dvt, kTile, true);   // dV^T += dO^T P
-  gemm(D, kTile, m, x.q.cols(b, h, i0), s.dp, kTile, s.dkt, kTile, true);     // dK^T += Q^T dS
+  gemm(m, w, D, x.q.rows(b, h, i0), s.kt, kTile, s.s, kTile, false);      // S = Q K^T
+  scale_mask_query_major(p, keep, i0, m, j0, n, w, s.s);
+  gemm(m, w, D, x.dout.rows(b, h, i0), s.vt, kTile, s.dp, kTile, false);  // dP = dO V^T
+  softmax_grad_query_major(m, w, s.lse, s.delta, s.s, s.dp);             // P, dS
+  gemm(D, w, m, x.dout.cols(b, h, i0), s.s, kTile, s.dvt, kTile, true);   // dV^T += dO^T P
+  gemm(D, w, m, x.q.cols(b, h, i0), s.dp, kTile, s.dkt, kTile, true);     // dK^T += Q^T dS
 }
 
 // dK, dV for keys [j0, j0+kTile) of kv head (b, kvh): the sum of dkdv_step over the q heads of its group
@@ -401,7 +419,7 @@ struct QueryTileScratch {
 // dP^T = V dO^T, dS^T = P^T (dP^T - Delta), dQ^T += K^T dS^T. 6*m*Tk*D flops, about half under causality.
 void dq_tile(const AttnParams& p, const GradViews& x, const AttnGradTensors& g, QueryTileScratch& s,
              int64_t b, int64_t h, int64_t i0) {
-  const int64_t m = std::min(kTile, p.Tq - i0), D = p.D, kvh = h / (p.Hq / p.Hkv);
+  const int64_t m = std::min(kTile, p.Tq - i0), w = width(m), D = p.D, kvh = h / (p.Hq / p.Hkv);
   const int64_t row = (b * p.Hq + h) * p.Tq + i0;
   const uint8_t* keep = p.key_keep ? p.key_keep + b * p.Tk : nullptr;
   pack_transposed(x.q.rows(b, h, i0), m, D, s.qt);
@@ -411,11 +429,11 @@ void dq_tile(const AttnParams& p, const GradViews& x, const AttnGradTensors& g, 
   for (int64_t j0 = 0; j0 < key_end(p, i0 + m); j0 += kTile) {
     const int64_t n = std::min(kTile, p.Tk - j0);
     if (!any_key_kept(keep, j0, n)) continue;
-    gemm(n, kTile, D, x.k.rows(b, kvh, j0), s.qt, kTile, s.st, kTile, false);    // S^T = K Q^T
-    scale_mask_key_major(p, keep, i0, j0, n, s.st);
-    gemm(n, kTile, D, x.v.rows(b, kvh, j0), s.dot, kTile, s.dpt, kTile, false);  // dP^T = V dO^T
-    softmax_grad_key_major(n, s.lse, s.delta, s.st, s.dpt);                     // P^T, dS^T
-    gemm(D, kTile, n, x.k.cols(b, kvh, j0), s.dpt, kTile, s.dqt, kTile, true);   // dQ^T += K^T dS^T
+    gemm(n, w, D, x.k.rows(b, kvh, j0), s.qt, kTile, s.st, kTile, false);    // S^T = K Q^T
+    scale_mask_key_major(p, keep, i0, j0, n, w, s.st);
+    gemm(n, w, D, x.v.rows(b, kvh, j0), s.dot, kTile, s.dpt, kTile, false);  // dP^T = V dO^T
+    softmax_grad_key_major(n, w, s.lse, s.delta, s.st, s.dpt);              // P^T, dS^T
+    gemm(D, w, n, x.k.cols(b, kvh, j0), s.dpt, kTile, s.dqt, kTile, true);   // dQ^T += K^T dS^T
   }
   s.scale.fill(p.scale);
   float* dq = g.dq + b * g.dq_stride[0] + h * g.dq_stride[1] + i0 * g.dq_stride[2];
@@ -425,11 +443,11 @@ void dq_tile(const AttnParams& p, const GradViews& x, const AttnGradTensors& g, 
 }  // namespace
 
 void attention_backward(const AttnParams& p, const AttnTensors& t, const AttnGradTensors& g) {
-  check_params(p);
-  MOON_CHECK(t.lse || p.B * p.Hq * p.Tq == 0, "attention backward: needs the lse saved by the forward");
-  const std::vector<float> delta = row_dot(p, t, g);
+  check_params(p, true, t.lse);
+  Buffer delta(p.B * p.Hq * p.Tq);
+  row_dot(p, t, g, delta);
   const GradViews x{{t.q, t.q_stride}, {t.k, t.k_stride}, {t.v, t.v_stride}, {g.dout, g.dout_stride},
-                    t.lse, delta.data()};
+                    t.lse, delta};
   const int64_t q_tiles = num_tiles(p.Tq), k_tiles = num_tiles(p.Tk);
 #pragma omp parallel
   {
