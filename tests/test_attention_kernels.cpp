@@ -17,6 +17,8 @@ namespace {
 
 using namespace moon::cpu;
 
+TEST_SUITE_BEGIN("kernels");
+
 // ---- Kernel variants ------------------------------------------------------------------------------------
 
 struct Variant {
@@ -300,3 +302,5 @@ TEST_CASE("attention kernels: invalid parameters throw") {
   p.D = 0;
   CHECK_THROWS_AS(generic::attention_forward(p, t), moon::Error);
 }
+
+TEST_SUITE_END();

@@ -17,6 +17,8 @@ namespace {
 using moon::cpu::VecAccuracy;
 using moon::cpu::VecFn;
 
+TEST_SUITE_BEGIN("kernels");
+
 struct Variant {
   std::string name;
   bool supported;
@@ -168,3 +170,5 @@ TEST_CASE("vec: bf16 conversion") {
     CHECK(back == h);
   }
 }
+
+TEST_SUITE_END();
