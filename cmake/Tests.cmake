@@ -1,14 +1,64 @@
-# ctest entries: one per doctest test suite, labelled so CI can pick subsets.
-#   fast : quick unit suites (also run under the sanitizers)
-#   slow : long suites (the full registry sweep at every size)
-#   parity : comparisons with PyTorch (needs Debian's python3-torch)
+# ctest entries: one per doctest test suite of moon_tests, labelled so CI can pick subsets.
+#   fast   : quick unit suites (also run under the sanitizers: ctest -L fast in build-asan)
+#   slow   : long suites (the full registry sweep at every size and ISA)
+#   parity : comparisons with PyTorch (needs Debian's /usr/bin/python3 with python3-torch; not under ASan)
+#
+# Suites are found by scanning tests/*.cpp for TEST_SUITE("name"), so a new suite gets its ctest entry at
+# the next configure (editing a test file re-runs configure). A suite not listed below is labelled fast.
+set(MOON_SLOW_SUITES ops_sweep)
+set(MOON_SPECIAL_SUITES parity)  # have their own entries below
+
 function(moon_suite name labels)
   add_test(NAME ${name} COMMAND moon_tests --test-suite=${name} --no-intro=true)
   set_tests_properties(${name} PROPERTIES LABELS "${labels}" ENVIRONMENT "OMP_NUM_THREADS=2")
+  if("slow" IN_LIST labels)
+    set_tests_properties(${name} PROPERTIES TIMEOUT 1800)
+  else()
+    set_tests_properties(${name} PROPERTIES TIMEOUT 600)
+  endif()
 endfunction()
 
-moon_suite(runtime "fast")
-moon_suite(autograd "fast")
-moon_suite(kernels "fast")
-moon_suite(ops "fast")
-moon_suite(ops_sweep "slow")
+set(_moon_suites "")
+foreach(src IN LISTS MOON_TEST_SOURCES)
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${src}")
+  file(STRINGS "${src}" _lines REGEX "TEST_SUITE\\( *\"[A-Za-z0-9_]+\" *\\)")
+  foreach(line IN LISTS _lines)
+    string(REGEX MATCH "TEST_SUITE\\( *\"([A-Za-z0-9_]+)\" *\\)" _m "${line}")
+    list(APPEND _moon_suites "${CMAKE_MATCH_1}")
+  endforeach()
+endforeach()
+list(REMOVE_DUPLICATES _moon_suites)
+list(SORT _moon_suites)
+
+foreach(suite IN LISTS _moon_suites)
+  if(suite IN_LIST MOON_SPECIAL_SUITES)
+    continue()
+  elseif(suite IN_LIST MOON_SLOW_SUITES)
+    moon_suite(${suite} "slow")
+  else()
+    moon_suite(${suite} "fast")
+  endif()
+endforeach()
+
+# Test cases outside every suite above would otherwise never run under ctest: this entry runs them (none,
+# normally; doctest then reports 0 test cases and passes).
+string(REPLACE ";" "," _moon_suite_list "${_moon_suites}")
+add_test(NAME unsuited COMMAND moon_tests --test-suite-exclude=${_moon_suite_list} --no-intro=true)
+set_tests_properties(unsuited PROPERTIES LABELS "fast" ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 600)
+
+# ---- PyTorch parity: the fixture writes parity.json with PyTorch, the test replays it through moon.
+set(MOON_PARITY_JSON "${CMAKE_BINARY_DIR}/parity.json")
+target_compile_definitions(moon_tests PRIVATE MOON_PARITY_DEFAULT_JSON="${MOON_PARITY_JSON}")
+if("parity" IN_LIST _moon_suites AND NOT MOON_SANITIZE)
+  set(MOON_TORCH_PYTHON /usr/bin/python3 CACHE FILEPATH "Python interpreter with torch (Debian's python3-torch)")
+  add_test(NAME parity_data
+           COMMAND ${MOON_TORCH_PYTHON} ${CMAKE_SOURCE_DIR}/scripts/torch_parity.py --out ${MOON_PARITY_JSON})
+  set_tests_properties(parity_data PROPERTIES FIXTURES_SETUP parity_json LABELS "parity" TIMEOUT 300)
+  add_test(NAME parity COMMAND moon_tests --test-suite=parity --no-intro=true)
+  set_tests_properties(parity PROPERTIES FIXTURES_REQUIRED parity_json LABELS "parity" TIMEOUT 600
+                       ENVIRONMENT "OMP_NUM_THREADS=2;MOON_PARITY_JSON=${MOON_PARITY_JSON}")
+endif()
+
+# ---- the binary: `moon selftest` walks the registry through the CLI (one size; the ops suite does more).
+add_test(NAME selftest COMMAND moon selftest --sizes 3)
+set_tests_properties(selftest PROPERTIES LABELS "fast" ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 600)

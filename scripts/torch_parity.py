@@ -51,22 +51,22 @@ class Gen:
         self.rng = np.random.default_rng(seed)
 
     def normal(self, *shape, std=1.0):
-        return (self.rng.standard_normal(shape) * std).astype(np.float32)
+        return np.asarray(self.rng.standard_normal(shape) * std, dtype=np.float32)
 
     def uniform(self, lo, hi, *shape):
-        return self.rng.uniform(lo, hi, shape).astype(np.float32)
+        return np.asarray(self.rng.uniform(lo, hi, shape), dtype=np.float32)
 
     def away(self, *shape, gap=0.1, hi=2.0, center=0.0):
         """Uniform magnitudes in [gap, hi) with random sign, around `center`: no input sits on a kink."""
         mag = self.rng.uniform(gap, hi, shape)
         sign = np.where(self.rng.uniform(0, 1, shape) < 0.5, -1.0, 1.0)
-        return (center + sign * mag).astype(np.float32)
+        return np.asarray(center + sign * mag, dtype=np.float32)
 
     def ints(self, lo, hi, *shape):
-        return self.rng.integers(lo, hi, shape, dtype=np.int64)
+        return np.asarray(self.rng.integers(lo, hi, shape, dtype=np.int64))
 
     def mask(self, p, *shape):
-        return (self.rng.uniform(0, 1, shape) < p).astype(np.uint8)
+        return np.asarray(self.rng.uniform(0, 1, shape) < p, dtype=np.uint8)
 
 
 def inp(name, data, grad=None):
@@ -103,10 +103,7 @@ for name, fn in BINARY.items():
     for tag, (sa, sb) in BROADCASTS.items():
         def build(g, fn=fn, sa=sa, sb=sb, name=name):
             a = g.normal(*sa)
-            b = g.uniform(0.5, 2.0, *sb) if name == "div" else g.normal(*sb)
-            if name in ("maximum", "minimum"):  # keep the two operands apart: no ties, no kinks
-                b = (np.broadcast_to(b, np.broadcast_shapes(sa, sb)) if False else b)
-                a = np.where(np.abs(a - np.mean(b)) < 0.05, a + 0.2, a).astype(np.float32)
+            b = g.uniform(0.5, 2.0, *sb) if name == "div" else g.normal(*sb)  # (ties have probability 0)
             return [inp("a", a), inp("b", b)], lambda a, b: fn(a, b)
         case(name, {}, tag)(build)
 
@@ -222,14 +219,204 @@ case("slice", {"dim": -1, "start": -5, "end": -1}, "negative")(lambda g: (
     [inp("a", g.normal(3, 11))], lambda a: a[..., -5:-1]))
 case("select", {"dim": 1, "index": 3}, "")(lambda g: (
     [inp("a", g.normal(3, 5, 4))], lambda a: a.select(1, 3)))
-case("expand", {"shape": [4, 3, -1]}, "")(lambda g: (
-    [inp("a", g.normal(3, 1).repeat(1, 1) if False else g.normal(1, 3, 1).reshape(3, 1))],
-    lambda a: a.expand(4, 3, 7)))
+case("expand", {"shape": [4, 3, 7]}, "")(lambda g: ([inp("a", g.normal(3, 1))], lambda a: a.expand(4, 3, 7)))
 case("squeeze", {"dim": 1}, "")(lambda g: ([inp("a", g.normal(4, 1, 5))], lambda a: a.squeeze(1)))
 case("unsqueeze", {"dim": -1}, "")(lambda g: ([inp("a", g.normal(4, 5))], lambda a: a.unsqueeze(-1)))
 case("contiguous", {"permute": [1, 0]}, "")(lambda g: (
     [inp("a", g.normal(6, 9))], lambda a: a.permute(1, 0).contiguous()))
 
+
+# indexing and combining (ops/index.h); integer index tensors are i64
+case("embedding", {}, "")(lambda g: (
+    [inp("weight", g.normal(11, 6)), inp("ids", g.ints(0, 11, 3, 7))], lambda w, i: F.embedding(i, w)))
+for dim in (0, 1, -1):
+    case("index_select", {"dim": dim}, f"dim={dim}")(lambda g, dim=dim: (
+        [inp("x", g.normal(5, 6, 7)), inp("index", g.ints(0, [5, 6, 7][dim], 9))],
+        lambda x, i: torch.index_select(x, dim, i)))
+    case("gather", {"dim": dim}, f"dim={dim}")(lambda g, dim=dim: (
+        [inp("x", g.normal(4, 6, 5)), inp("index", g.ints(0, [4, 6, 5][dim], *[[8, 3, 5], [4, 9, 2], [3, 6, 8]][dim]))],
+        lambda x, i: torch.gather(x, dim, i)))
+    case("scatter_add", {"dim": dim}, f"dim={dim}")(lambda g, dim=dim: (
+        [inp("x", g.normal(4, 6, 5)), inp("index", g.ints(0, [4, 6, 5][dim], *[[8, 3, 5], [4, 9, 2], [3, 6, 8]][dim])),
+         inp("src", g.normal(*[[8, 3, 5], [4, 9, 2], [3, 6, 8]][dim]))],
+        lambda x, i, src: torch.scatter_add(x, dim, i, src)))
+for dim in (0, 1, -1):
+    case("concat", {"dim": dim}, f"dim={dim}")(lambda g, dim=dim: (
+        [inp(f"t{j}", g.normal(*[[2 + j, 3, 4], [2, 1 + 2 * j, 4], [2, 3, 5 - j]][dim])) for j in range(3)],
+        lambda *ts: torch.cat(ts, dim)))
+for dim in (0, 2, -1):
+    case("stack", {"dim": dim}, f"dim={dim}")(lambda g, dim=dim: (
+        [inp(f"t{j}", g.normal(3, 5)) for j in range(3)], lambda *ts: torch.stack(ts, dim)))
+case("split", {"sizes": [2, 5, 1], "dim": 1}, "")(lambda g: (
+    [inp("x", g.normal(3, 8, 4))], lambda x: torch.split(x, [2, 5, 1], 1)))
+case("chunk", {"chunks": 3, "dim": -1}, "")(lambda g: (
+    [inp("x", g.normal(4, 9))], lambda x: torch.chunk(x, 3, -1)))
+for k, dim, largest in ((3, -1, True), (2, 0, False), (5, 1, True)):
+    case("topk", {"k": k, "dim": dim, "largest": largest}, f"k={k},dim={dim},largest={int(largest)}")(
+        lambda g, k=k, dim=dim, largest=largest: (
+            [inp("x", g.normal(6, 7, 9))], lambda x: tuple(torch.topk(x, k, dim, largest, sorted=True))))
+
+# matrix products (ops/matmul.h), f32 through oneDNN
+MM_TOL = (1e-4, 1e-4)
+for tag, (sa, sb) in {"vv": ((17,), (17,)), "mv": ((5, 17), (17,)), "vm": ((17,), (17, 6)),
+                      "mm": ((5, 17), (17, 6)), "batched": ((2, 3, 5, 9), (2, 3, 9, 4)),
+                      "broadcast": ((2, 1, 5, 9), (3, 9, 4)), "shared_rhs": ((4, 5, 9), (9, 7))}.items():
+    case("matmul", {}, tag, MM_TOL, MM_TOL)(lambda g, sa=sa, sb=sb: (
+        [inp("a", g.normal(*sa)), inp("b", g.normal(*sb))], lambda a, b: torch.matmul(a, b)))
+case("linear", {"bias": True}, "bias", MM_TOL, MM_TOL)(lambda g: (
+    [inp("x", g.normal(2, 5, 12)), inp("weight", g.normal(7, 12, std=0.3)), inp("bias", g.normal(7))],
+    lambda x, w, b: F.linear(x, w, b)))
+case("linear", {"bias": False}, "nobias", MM_TOL, MM_TOL)(lambda g: (
+    [inp("x", g.normal(9, 12)), inp("weight", g.normal(7, 12, std=0.3))], lambda x, w: F.linear(x, w)))
+case("bmm", {}, "", MM_TOL, MM_TOL)(lambda g: (
+    [inp("a", g.normal(3, 5, 17)), inp("b", g.normal(3, 17, 6))], lambda a, b: torch.bmm(a, b)))
+
+
+# attention (ops/attention.h): written out in torch (1.13 has no F.scaled_dot_product_attention)
+def sdpa_reference(q, k, v, causal=False, q_offset=0, key_keep=None, scale=0.0):
+    hq, hkv, tq, tk, d = q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3]
+    k = k.repeat_interleave(hq // hkv, dim=1)  # query head h reads kv head h // (Hq / Hkv)
+    v = v.repeat_interleave(hq // hkv, dim=1)
+    s = (q @ k.transpose(-1, -2)) * (scale if scale > 0 else d ** -0.5)  # (B, Hq, Tq, Tk)
+    allowed = torch.ones(q.shape[0], 1, tq, tk, dtype=torch.bool)
+    if causal:
+        i = torch.arange(tq).view(tq, 1)
+        j = torch.arange(tk).view(1, tk)
+        allowed = allowed & (j <= i + q_offset)
+    if key_keep is not None:
+        allowed = allowed & key_keep.bool().view(q.shape[0], 1, 1, tk)
+    p = torch.softmax(s.masked_fill(~allowed, -1e30), dim=-1)
+    p = torch.where(allowed.any(dim=-1, keepdim=True), p, torch.zeros_like(p))  # a query that sees nothing -> 0
+    return p @ v
+
+
+ATT_TOL = (1e-4, 1e-4)
+for tag, (b, hq, hkv, tq, tk, d, causal, q_offset, masked, scale) in {
+        "plain": (2, 2, 2, 7, 7, 8, False, 0, False, 0.0),
+        "causal": (1, 4, 4, 19, 19, 16, True, 0, False, 0.0),
+        "gqa_causal": (2, 4, 2, 9, 9, 8, True, 0, False, 0.0),
+        "decode_offset": (1, 2, 1, 3, 11, 8, True, 8, False, 0.0),
+        "cross_long": (1, 2, 2, 5, 70, 16, False, 0, False, 0.0),
+        "key_mask": (2, 2, 1, 6, 10, 8, False, 0, True, 0.0),
+        "causal_mask_scale": (2, 2, 2, 8, 8, 4, True, 0, True, 0.3),
+}.items():
+    p = {"causal": causal, "q_offset": q_offset, "key_keep": masked, "scale": scale}
+
+    def build(g, b=b, hq=hq, hkv=hkv, tq=tq, tk=tk, d=d, causal=causal, q_offset=q_offset, masked=masked,
+              scale=scale):
+        ins = [inp("q", g.normal(b, hq, tq, d)), inp("k", g.normal(b, hkv, tk, d)), inp("v", g.normal(b, hkv, tk, d))]
+        if masked:
+            keep = g.mask(0.7, b, tk)
+            keep[:, 0] = 1  # every query keeps at least one key
+            ins.append(inp("key_keep", keep))
+        return ins, lambda q, k, v, m=None: sdpa_reference(q, k, v, causal, q_offset, m, scale)
+
+    case("scaled_dot_product_attention", p, tag, ATT_TOL, ATT_TOL)(build)
+
+
+def rope_reference(x, pos, theta):
+    d = x.shape[-1]
+    half = d // 2
+    inv = theta ** (-2.0 * torch.arange(half, dtype=torch.float64) / d)
+    ang = pos.double().unsqueeze(-1) * inv  # (T, D/2) or (B, T, D/2)
+    if ang.dim() == 3:
+        ang = ang.unsqueeze(1)  # (B, 1, T, D/2)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+for tag, (shape, per_batch, theta, maxpos) in {"shared_pos": ((2, 3, 7, 8), False, 10000.0, 7),
+                                               "per_batch": ((2, 2, 5, 16), True, 10000.0, 50),
+                                               "large_pos": ((1, 2, 4, 32), False, 1000000.0, 30000)}.items():
+    case("rope", {"theta": theta}, tag, (5e-5, 5e-5), (5e-5, 5e-5))(
+        lambda g, shape=shape, per_batch=per_batch, theta=theta, maxpos=maxpos: (
+            [inp("x", g.normal(*shape)),
+             inp("positions", g.ints(0, maxpos, *((shape[0], shape[2]) if per_batch else (shape[2],))))],
+            lambda x, pos: rope_reference(x, pos, theta)))
+
+# normalisations (ops/norm.h)
+for dim, shape in ((-1, (4, 33)), (0, (5, 7)), (1, (2, 9, 3))):
+    case("softmax", {"dim": dim}, f"dim={dim}")(lambda g, dim=dim, shape=shape: (
+        [inp("x", g.normal(*shape, std=3.0))], lambda x: torch.softmax(x, dim)))
+    case("log_softmax", {"dim": dim}, f"dim={dim}")(lambda g, dim=dim, shape=shape: (
+        [inp("x", g.normal(*shape, std=3.0))], lambda x: torch.log_softmax(x, dim)))
+case("softmax", {"dim": -1}, "huge")(lambda g: (  # max-shifted: no overflow at |x| ~ 1e4
+    [inp("x", g.normal(3, 17, std=1e4))], lambda x: torch.softmax(x, -1)))
+LN_TOL = (1e-4, 1e-4)
+for tag, (shape, affine, eps) in {"affine": ((2, 5, 33), True, 1e-5), "plain": ((7, 64), False, 1e-5),
+                                  "eps": ((3, 16), True, 1e-2)}.items():
+    def build(g, shape=shape, affine=affine, eps=eps):
+        c = shape[-1]
+        x = g.normal(*shape, std=2.0) + g.normal(*shape[:-1], 1)  # rows with non-zero means
+        ins = [inp("x", x.astype(np.float32))]
+        if affine:
+            ins += [inp("weight", g.normal(c, std=0.5) + 1), inp("bias", g.normal(c, std=0.5))]
+        return ins, lambda x, w=None, b=None: F.layer_norm(x, (c,), w, b, eps)
+    case("layer_norm", {"affine": affine, "eps": eps}, tag, LN_TOL, LN_TOL)(build)
+for tag, (shape, weighted, eps) in {"weight": ((2, 5, 33), True, 1e-6), "plain": ((7, 64), False, 1e-6),
+                                    "eps": ((3, 16), True, 1e-2)}.items():
+    def build(g, shape=shape, weighted=weighted, eps=eps):
+        ins = [inp("x", g.normal(*shape, std=2.0))]
+        if weighted:
+            ins.append(inp("weight", g.normal(shape[-1], std=0.5) + 1))
+
+        def fn(x, w=None):
+            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+            return y * w if w is not None else y
+        return ins, fn
+    case("rms_norm", {"weighted": weighted, "eps": eps}, tag, LN_TOL, LN_TOL)(build)
+
+
+# dropout: the mask is moon's Philox stream, recomputed here (philox4x32-10, as runtime/rng.cpp)
+def philox4x32(counter, key):
+    m = 0xFFFFFFFF
+    c0, c1, c2, c3 = counter & m, counter >> 32, 0, 0
+    k0, k1 = key & m, key >> 32
+    for _ in range(10):
+        p0, p1 = 0xD2511F53 * c0, 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & m, (p0 >> 32) ^ c3 ^ k1, p0 & m
+        k0, k1 = (k0 + 0x9E3779B9) & m, (k1 + 0xBB67AE85) & m
+    return c0, c1, c2, c3
+
+
+assert philox4x32(0, 0) == (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)  # Random123 known answer
+
+
+def dropout_uniform(seed, offset, i):
+    return (philox4x32(offset + i // 4, seed)[i % 4] >> 8) * (1.0 / 16777216.0)
+
+
+for tag, (shape, prob, seed, offset, training) in {"p0.3": ((4, 33), 0.3, 7, 0, True),
+                                                  "p0.5_offset": ((3, 5, 7), 0.5, 123456789, 1000, True),
+                                                  "eval": ((4, 9), 0.5, 1, 0, False)}.items():
+    def build(g, shape=shape, prob=prob, seed=seed, offset=offset, training=training):
+        n = int(np.prod(shape))
+        keep = np.array([dropout_uniform(seed, offset, i) >= prob for i in range(n)], dtype=np.float64)
+        keep = torch.from_numpy(keep.reshape(shape))
+        scale = 1.0 / (1.0 - prob)
+        return [inp("x", g.normal(*shape))], (lambda x: x * keep * scale) if training else (lambda x: x * 1.0)
+    case("dropout", {"p": prob, "seed": seed, "offset": offset, "training": training}, tag)(build)
+
+# losses and similarities (ops/loss.h)
+for tag, (n, c, ignore, smooth, n_ignored) in {"plain": (8, 11, -100, 0.0, 0), "smooth": (6, 33, -100, 0.1, 0),
+                                               "ignore": (9, 5, -100, 0.0, 3), "ignore_smooth": (7, 17, 2, 0.2, 2),
+                                               "one_row": (1, 4, -100, 0.0, 0)}.items():
+    def build(g, n=n, c=c, ignore=ignore, smooth=smooth, n_ignored=n_ignored):
+        t = g.ints(0, c, n)
+        if ignore != -100:
+            t = np.where(t == ignore, (ignore + 1) % c, t)  # the class equal to ignore_index appears only where chosen
+        t[:n_ignored] = ignore
+        return ([inp("logits", g.normal(n, c, std=2.0)), inp("targets", t)],
+                lambda x, t: F.cross_entropy(x, t, ignore_index=ignore, label_smoothing=smooth))
+    case("cross_entropy", {"ignore_index": ignore, "label_smoothing": smooth}, tag)(build)
+for dim, shape in ((-1, (5, 16)), (0, (7, 3)), (1, (2, 6, 4))):
+    case("l2_normalize", {"dim": dim, "eps": 1e-12}, f"dim={dim}")(lambda g, dim=dim, shape=shape: (
+        [inp("x", g.normal(*shape))], lambda x: F.normalize(x, dim=dim, eps=1e-12)))
+for tag, (n, m, d) in {"square": (6, 6, 16), "rect": (5, 9, 33)}.items():
+    case("cosine_similarity_matrix", {"eps": 1e-8}, tag)(lambda g, n=n, m=m, d=d: (
+        [inp("a", g.normal(n, d)), inp("b", g.normal(m, d))],
+        lambda a, b: F.normalize(a, dim=-1, eps=1e-8) @ F.normalize(b, dim=-1, eps=1e-8).t()))
 
 # ---------------------------------------------------------------------------------------------------- driver
 def tensor_json(t, dtype=None):
@@ -308,7 +495,7 @@ def main():
         for c in chosen:
             counts[c["op"]] = counts.get(c["op"], 0) + 1
         for op, n in counts.items():
-            print(f"{op:14s} {n}")
+            print(f"{op:30s} {n}")
         print(f"{len(counts)} ops, {len(chosen)} cases")
         return
     ids = [c["id"] for c in CASES]
