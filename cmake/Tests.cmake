@@ -62,3 +62,8 @@ endif()
 # ---- the binary: `moon selftest` walks the registry through the CLI (one size; the ops suite does more).
 add_test(NAME selftest COMMAND moon selftest --sizes 3)
 set_tests_properties(selftest PROPERTIES LABELS "fast" ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 600)
+
+# ---- the multi-ISA build shares no out-of-line inline code between its AVX-512, AVX2 and generic copies
+# (see scripts/check_isa_symbols.sh), so the generic path never runs an AVX-512 instruction.
+add_test(NAME isa_symbols COMMAND bash ${CMAKE_SOURCE_DIR}/scripts/check_isa_symbols.sh ${CMAKE_BINARY_DIR})
+set_tests_properties(isa_symbols PROPERTIES LABELS "fast" TIMEOUT 120)
