@@ -9,15 +9,6 @@ namespace moon {
 
 namespace {
 
-OpInfo entry(const char* name, int arity, std::function<OpCase(CaseGen&)> make) {
-  OpInfo info;
-  info.name = name;
-  info.family = "loss";
-  info.arity = arity;
-  info.make_case = std::move(make);
-  return info;
-}
-
 // Mean smoothed cross-entropy in double.
 RefTensor ref_cross_entropy(const RefTensor& x, const RefTensor& t, int64_t ignore, double s) {
   const int64_t N = x.shape[0], C = x.shape[1];
@@ -57,7 +48,7 @@ RefTensor ref_l2_normalize(const RefTensor& x, int64_t dim, double eps) {
 
 void register_loss_ops(std::vector<OpInfo>& r) {
   // Logits (n, C); about a third of the rows ignored (ignore_index -100 or a custom one); smoothing 0 or 0.1.
-  r.push_back(entry("cross_entropy", 2, [](CaseGen& g) {
+  r.push_back(op_entry("cross_entropy", "loss", 2, [](CaseGen& g) {
     const int64_t N = g.small(), C = g.pick(1, 4) == 1 ? g.pick(2, 5) : g.pick(2, 40);
     const double s = g.pick(0, 1) ? 0.1 : 0.0;
     const int64_t ignore = g.pick(0, 1) ? -100 : 0;
@@ -82,7 +73,7 @@ void register_loss_ops(std::vector<OpInfo>& r) {
     return c;
   }));
   // x (n, D) along -1, (2, n, D) along -1, or (n, D, 3) along dim 1.
-  r.push_back(entry("l2_normalize", 1, [](CaseGen& g) {
+  r.push_back(op_entry("l2_normalize", "loss", 1, [](CaseGen& g) {
     const int64_t n = g.small(), D = g.pick(1, 40), v = g.pick(0, 2);
     const Shape shape = v == 0 ? Shape{n, D} : v == 1 ? Shape{2, n, D} : Shape{n, D, 3};
     const int64_t dim = v == 2 ? 1 : -1;
@@ -97,7 +88,7 @@ void register_loss_ops(std::vector<OpInfo>& r) {
     return c;
   }));
   // a (n, D), b (M, D) -> (n, M).
-  r.push_back(entry("cosine_similarity_matrix", 2, [](CaseGen& g) {
+  r.push_back(op_entry("cosine_similarity_matrix", "loss", 2, [](CaseGen& g) {
     const int64_t n = g.small(), M = g.pick(1, 6), D = g.pick(1, 24);
     OpCase c;
     c.desc = "a (" + std::to_string(n) + ", " + std::to_string(D) + "), b (" + std::to_string(M) + ", " +

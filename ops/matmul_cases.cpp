@@ -88,15 +88,6 @@ OpCase matmul_case(CaseGen& g, const Shape& sa, const Shape& sb, bool ta, bool t
   return c;
 }
 
-OpInfo entry(const char* name, int arity, std::function<OpCase(CaseGen&)> make) {
-  OpInfo info;
-  info.name = name;
-  info.family = "matmul";
-  info.arity = arity;
-  info.make_case = std::move(make);
-  return info;
-}
-
 // linear reference: x (..., in) @ W^T + b.
 RefTensor ref_linear(const RefTensor& x, const RefTensor& w, const RefTensor* bias) {
   RefTensor y = ref_matmul(x, ref_transpose_last(w));
@@ -111,7 +102,7 @@ RefTensor ref_linear(const RefTensor& x, const RefTensor& w, const RefTensor* bi
 
 void register_matmul_ops(std::vector<OpInfo>& r) {
   // (n, K) @ (K, N), with either operand possibly a transposed view.
-  r.push_back(entry("matmul", 2, [](CaseGen& g) {
+  r.push_back(op_entry("matmul", "matmul", 2, [](CaseGen& g) {
     const int64_t n = g.small(), K = g.pick(1, 9), N = g.pick(1, 6);
     const int64_t v = g.pick(0, 3);
     const bool ta = v == 1 || v == 3, tb = v == 2 || v == 3;
@@ -119,7 +110,7 @@ void register_matmul_ops(std::vector<OpInfo>& r) {
   }));
   // Batch broadcasting: (2, 1, n, K) @ (3, K, N), (B, n, K) @ (K, N) (folds into one GEMM),
   // (K, n) @ (2, K, N) (left broadcast), and (B, n, K) @ (B, N, K).mT.
-  r.push_back(entry("matmul_batched", 2, [](CaseGen& g) {
+  r.push_back(op_entry("matmul_batched", "matmul", 2, [](CaseGen& g) {
     const int64_t n = g.small(), K = g.pick(1, 7), N = g.pick(1, 5);
     switch (g.pick(0, 3)) {
       case 0: return matmul_case(g, {2, 1, n, K}, {3, K, N}, false, false);
@@ -129,7 +120,7 @@ void register_matmul_ops(std::vector<OpInfo>& r) {
     }
   }));
   // 1-D operands: (K)@(K), (n,K)@(K), (K)@(K,n), (K)@(2,K,n), (2,n,K)@(K).
-  r.push_back(entry("matmul_1d", 2, [](CaseGen& g) {
+  r.push_back(op_entry("matmul_1d", "matmul", 2, [](CaseGen& g) {
     const int64_t n = g.small(), K = g.pick(1, 9);
     switch (g.pick(0, 4)) {
       case 0: return matmul_case(g, {K * n}, {K * n}, false, false);
@@ -139,20 +130,20 @@ void register_matmul_ops(std::vector<OpInfo>& r) {
       default: return matmul_case(g, {2, n, K}, {K}, false, false);
     }
   }));
-  r.push_back(entry("bmm", 2, [](CaseGen& g) {
+  r.push_back(op_entry("bmm", "matmul", 2, [](CaseGen& g) {
     const int64_t n = g.small(), K = g.pick(1, 7), N = g.pick(1, 5), B = g.pick(1, 3);
     OpCase c = matmul_case(g, {B, n, K}, {B, K, N}, false, false);
     c.run = [](const std::vector<Tensor>& in) { return std::vector<Tensor>{bmm(in[0], in[1])}; };
     return c;
   }));
   // bf16 operands (f32 result), 2-D and batched with a transposed right operand.
-  r.push_back(entry("matmul_bf16", 2, [](CaseGen& g) {
+  r.push_back(op_entry("matmul_bf16", "matmul", 2, [](CaseGen& g) {
     const int64_t n = g.small(), K = g.pick(1, 9), N = g.pick(1, 6);
     if (g.pick(0, 1) == 0) return matmul_case(g, {n, K}, {K, N}, false, false, DType::BF16);
     return matmul_case(g, {2, n, K}, {2, N, K}, false, true, DType::BF16);
   }));
   // linear with bias: x (2, n, in) or (in).
-  r.push_back(entry("linear", 3, [](CaseGen& g) {
+  r.push_back(op_entry("linear", "matmul", 3, [](CaseGen& g) {
     const int64_t n = g.small(), in_f = g.pick(1, 8), out_f = g.pick(1, 6);
     const bool vec = g.pick(0, 3) == 0;
     OpCase c;
@@ -167,7 +158,7 @@ void register_matmul_ops(std::vector<OpInfo>& r) {
     return c;
   }));
   // linear without bias: x (n, in) or a transposed view of it.
-  r.push_back(entry("linear_nobias", 2, [](CaseGen& g) {
+  r.push_back(op_entry("linear_nobias", "matmul", 2, [](CaseGen& g) {
     const int64_t n = g.small(), in_f = g.pick(1, 8), out_f = g.pick(1, 6);
     const bool tx = g.pick(0, 1) == 1;
     OpCase c;

@@ -21,6 +21,15 @@ const std::vector<OpInfo>& op_registry() {
   return registry;
 }
 
+OpInfo op_entry(std::string name, std::string family, int arity, std::function<OpCase(CaseGen&)> make_case) {
+  OpInfo info;
+  info.name = std::move(name);
+  info.family = std::move(family);
+  info.arity = arity;
+  info.make_case = std::move(make_case);
+  return info;
+}
+
 const OpInfo* find_op(const std::string& name) {
   for (const OpInfo& op : op_registry())
     if (op.name == name) return &op;

@@ -56,6 +56,9 @@ struct OpInfo {
   std::function<OpCase(CaseGen&)> make_case;
 };
 
+// An entry with a backward, on the CPU.
+OpInfo op_entry(std::string name, std::string family, int arity, std::function<OpCase(CaseGen&)> make_case);
+
 const std::vector<OpInfo>& op_registry();
 const OpInfo* find_op(const std::string& name);  // nullptr if unknown
 
