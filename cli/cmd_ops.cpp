@@ -6,7 +6,7 @@
 
 namespace moon::cli {
 
-int cmd_ops(const Args& args) {
+MOON_COMMAND(ops, 90, "list the op registry: op, family, devices, backward")(const Args& args) {
   if (has_flag(args, "--help")) {
     std::printf("usage: moon ops\n  Lists every registered op with its family, arity, devices and whether it has a backward.\n");
     return 0;

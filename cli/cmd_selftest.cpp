@@ -9,7 +9,7 @@
 
 namespace moon::cli {
 
-int cmd_selftest(const Args& args) {
+MOON_COMMAND(selftest, 80, "run every op's checks (forward, strided, gradient) and print a table")(const Args& args) {
   if (has_flag(args, "--help")) {
     std::printf(
         "usage: moon selftest [--op NAME] [--sizes 1,3,17] [--seed S]\n"
@@ -61,7 +61,7 @@ int cmd_selftest(const Args& args) {
   return failed == 0 ? 0 : 1;
 }
 
-int cmd_version(const Args&) {
+MOON_COMMAND(version, 99, "print the build configuration (ISA, CUDA, oneDNN)")(const Args&) {
   std::printf("moon 0.1\n  CPU ISA: %s\n", cpu::isa_name(cpu::cpu_isa()));
 #ifdef MOON_CUDA
   std::printf("  CUDA: built in, %d device(s)\n", cuda_device_count());

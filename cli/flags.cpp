@@ -1,6 +1,30 @@
+// Flag helpers and the command table behind MOON_COMMAND.
+#include <algorithm>
+
 #include "cli/commands.h"
+#include "runtime/error.h"
 
 namespace moon::cli {
+
+namespace {
+std::vector<Command>& table() {
+  static std::vector<Command> t;
+  return t;
+}
+}  // namespace
+
+bool register_command(const char* name, CommandFn run, const char* help, int order) {
+  table().push_back({name, run, help, order});
+  return true;
+}
+
+std::vector<Command> commands() {
+  std::vector<Command> sorted = table();
+  std::sort(sorted.begin(), sorted.end(), [](const Command& a, const Command& b) {
+    return a.order != b.order ? a.order < b.order : std::string(a.name) < b.name;
+  });
+  return sorted;
+}
 
 bool has_flag(const Args& args, const std::string& flag) {
   for (const auto& a : args)
@@ -9,9 +33,32 @@ bool has_flag(const Args& args, const std::string& flag) {
 }
 
 std::string flag_value(const Args& args, const std::string& flag, const std::string& fallback) {
-  for (size_t i = 0; i + 1 < args.size(); ++i)
-    if (args[i] == flag) return args[i + 1];
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] != flag) continue;
+    MOON_CHECK(i + 1 < args.size(), "flag ", flag, " needs a value");
+    return args[i + 1];
+  }
   return fallback;
+}
+
+std::vector<std::string> positionals(const Args& args, const std::vector<std::string>& valued) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (std::find(valued.begin(), valued.end(), args[i]) != valued.end()) {
+      ++i;  // skip the flag's value
+    } else if (args[i].rfind("--", 0) != 0) {
+      out.push_back(args[i]);
+    }
+  }
+  return out;
+}
+
+void check_flags(const char* command, const Args& args, const std::vector<std::string>& known) {
+  for (const auto& a : args) {
+    if (a.rfind("--", 0) != 0) continue;
+    MOON_CHECK(std::find(known.begin(), known.end(), a) != known.end(), "unknown option '", a, "' (try `moon ",
+               command, " --help`)");
+  }
 }
 
 }  // namespace moon::cli

@@ -8,21 +8,11 @@
 
 namespace {
 
-struct Command {
-  const char* name;
-  int (*run)(const moon::cli::Args&);
-  const char* help;
-};
-
-const Command kCommands[] = {
-    {"selftest", moon::cli::cmd_selftest, "run every op's checks (forward, strided, gradient) and print a table"},
-    {"ops", moon::cli::cmd_ops, "list the op registry: op, family, devices, backward"},
-    {"version", moon::cli::cmd_version, "print the build configuration (ISA, CUDA, oneDNN)"},
-};
+using moon::cli::Command;
 
 void usage() {
   std::printf("moon: multimodal product embeddings, from scratch\n\nusage: moon <command> [options]\n\ncommands:\n");
-  for (const Command& c : kCommands) std::printf("  %-10s %s\n", c.name, c.help);
+  for (const Command& c : moon::cli::commands()) std::printf("  %-11s %s\n", c.name, c.help);
   std::printf("\n`moon <command> --help` describes a command's options.\n");
 }
 
@@ -35,7 +25,7 @@ int main(int argc, char** argv) {
   }
   const std::string name = argv[1];
   moon::cli::Args args(argv + 2, argv + argc);
-  for (const Command& c : kCommands) {
+  for (const Command& c : moon::cli::commands()) {
     if (name != c.name) continue;
     try {
       return c.run(args);

@@ -7,6 +7,16 @@
 # the next configure (editing a test file re-runs configure). A suite not listed below is labelled fast.
 set(MOON_SLOW_SUITES ops_sweep)
 set(MOON_SPECIAL_SUITES parity)  # have their own entries below
+set(MOON_TORCH_PYTHON /usr/bin/python3 CACHE FILEPATH "Python interpreter with torch (Debian's python3-torch)")
+
+# Each cmake/tests/*.cmake adds the entries of suites that need a fixture (reference data written by a
+# script, a downloaded package). It appends its suites to MOON_SPECIAL_SUITES (so the loop below skips
+# them) and declares its add_test() entries. Labels: `parity` (compares with a reference tool), `data`
+# (needs installed data packages). Neither runs under the sanitizers unless also labelled fast.
+file(GLOB _moon_test_hooks CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/tests/*.cmake)
+foreach(hook IN LISTS _moon_test_hooks)
+  include(${hook})
+endforeach()
 
 function(moon_suite name labels)
   add_test(NAME ${name} COMMAND moon_tests --test-suite=${name} --no-intro=true)
@@ -50,7 +60,6 @@ set_tests_properties(unsuited PROPERTIES LABELS "fast" ENVIRONMENT "OMP_NUM_THRE
 set(MOON_PARITY_JSON "${CMAKE_BINARY_DIR}/parity.json")
 target_compile_definitions(moon_tests PRIVATE MOON_PARITY_DEFAULT_JSON="${MOON_PARITY_JSON}")
 if("parity" IN_LIST _moon_suites AND NOT MOON_SANITIZE)
-  set(MOON_TORCH_PYTHON /usr/bin/python3 CACHE FILEPATH "Python interpreter with torch (Debian's python3-torch)")
   add_test(NAME parity_data
            COMMAND ${MOON_TORCH_PYTHON} ${CMAKE_SOURCE_DIR}/scripts/torch_parity.py --out ${MOON_PARITY_JSON})
   set_tests_properties(parity_data PROPERTIES FIXTURES_SETUP parity_json LABELS "parity" TIMEOUT 300)

@@ -12,8 +12,17 @@ std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device) {
   return s;
 }
 
+std::shared_ptr<Storage> Storage::wrap(void* data, size_t nbytes, Device device, std::shared_ptr<void> owner) {
+  auto s = std::make_shared<Storage>();
+  s->data = data;
+  s->nbytes = nbytes;
+  s->device = device;
+  s->owner = std::move(owner);
+  return s;
+}
+
 Storage::~Storage() {
-  if (data) allocator_for(device).deallocate(data, nbytes);
+  if (data && !owner) allocator_for(device).deallocate(data, nbytes);
 }
 
 }  // namespace moon
