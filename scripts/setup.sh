@@ -33,7 +33,7 @@ done
 # Build tools and libraries; PyTorch and PIL for the parity tests; the real data sets that the importers
 # read (`moon data import`); npm (for the emoji data set and the GPT-2 tokenizer reference) unless a node
 # installation is already on PATH.
-PACKAGES=(build-essential cmake ninja-build ccache libdnnl-dev nlohmann-json3-dev doctest-dev libstb-dev
+PACKAGES=(build-essential cmake ninja-build ccache libdnnl-dev nlohmann-json3-dev doctest-dev libstb-dev zlib1g-dev
           libbenchmark-dev python3-torch python3-numpy python3-pil
           dataset-fashion-mnist openclipart-png openclipart-svg)
 command -v npm >/dev/null || PACKAGES+=(npm)
