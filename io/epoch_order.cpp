@@ -1,6 +1,8 @@
 #include "io/epoch_order.h"
 
+#include <cstddef>
 #include <numeric>
+#include <utility>
 
 #include "runtime/rng.h"
 
