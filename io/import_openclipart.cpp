@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "io/dataset_split.h"
@@ -46,6 +47,20 @@ std::string title_from_stem(std::string stem) {
   std::replace(stem.begin(), stem.end(), '_', ' ');
   std::replace(stem.begin(), stem.end(), '-', ' ');
   return stem;
+}
+
+// "20990x29700" when the PNG header of `path` declares a side over 16384 px (stb_image's limit), else "".
+std::string png_header_size(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return "";
+  unsigned char head[24] = {};  // signature (8), IHDR length and type (8), width (4), height (4)
+  const size_t n = std::fread(head, 1, sizeof head, f);
+  std::fclose(f);
+  if (n < sizeof head || std::memcmp(head, "\x89PNG\r\n\x1a\n", 8) != 0) return "";
+  auto be32 = [&](int at) { return (uint32_t(head[at]) << 24) | (uint32_t(head[at + 1]) << 16) | (uint32_t(head[at + 2]) << 8) | head[at + 3]; };
+  const uint32_t width = be32(16), height = be32(20);
+  if (width <= 16384 && height <= 16384) return "";
+  return std::to_string(width) + "x" + std::to_string(height);
 }
 
 std::string join(const std::vector<std::string>& parts, const std::string& sep) {
@@ -102,7 +117,9 @@ ImportSummary import_openclipart(const ImportOptions& options) {
     }
     int w = 0, h = 0, comp = 0;
     if (!stbi_info(png.c_str(), &w, &h, &comp)) {
-      skip("PNG that stb_image cannot read", png + ": " + (stbi_failure_reason() ? stbi_failure_reason() : "unreadable"));
+      const std::string size = png_header_size(png);
+      if (!size.empty()) skip("PNG larger than the decoder's 16384 px a side", png + ": " + size);
+      else skip("PNG that stb_image cannot read", png + ": " + (stbi_failure_reason() ? stbi_failure_reason() : "unreadable"));
       continue;
     }
     SvgMetadata meta;
