@@ -275,7 +275,15 @@ Tensor SafetensorsFile::tensor(const std::string& name) const {
     return out;
   }
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = Storage::wrap(const_cast<uint8_t*>(src), t.nbytes(), kCPU, owner_);
+  {
+    std::lock_guard<std::mutex> lock(views_mutex_);
+    std::weak_ptr<Storage>& view = views_[name];
+    impl->storage = view.lock();
+    if (!impl->storage) {
+      impl->storage = Storage::wrap(const_cast<uint8_t*>(src), t.nbytes(), kCPU, owner_);
+      view = impl->storage;
+    }
+  }
   impl->shape = t.shape;
   impl->strides = contiguous_strides(t.shape);
   impl->dtype = *dtype;

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -56,7 +57,9 @@ class SafetensorsFile {
   // A CPU tensor of the stored dtype and shape. When the bytes are aligned to the element size (always, for
   // files moon or the reference writer produce) the tensor is a zero-copy view of the mapping and keeps it
   // alive; otherwise it is a copy. The mapping is private copy-on-write: writing such a tensor in place is
-  // safe and never reaches the file (the written pages become private memory of this process).
+  // safe and never reaches the file (the written pages become private memory of this process). Repeated calls
+  // for one name share one storage while any of them lives, so they see each other's writes and autograd's
+  // version counter covers them all; tensor_as / a copy gives independent memory.
   // A dtype moon does not load (F64, I16, BOOL, ...) is an error that says what to convert it to.
   Tensor tensor(const std::string& name) const;
   // The tensor converted to `dtype` (e.g. BF16 -> F32); a copy unless the dtype already matches.
@@ -75,6 +78,8 @@ class SafetensorsFile {
   std::vector<TensorInfo> tensors_;          // sorted by (begin, end)
   std::map<std::string, size_t> index_;      // name -> position in tensors_
   std::map<std::string, std::string> metadata_;
+  mutable std::mutex views_mutex_;                                   // tensor() may be called from threads
+  mutable std::map<std::string, std::weak_ptr<Storage>> views_;      // live zero-copy storages by name
 };
 
 // Writes `tensors` (in any order; stored sorted by element size then name, so every tensor is aligned to

@@ -171,7 +171,11 @@ TEST_SUITE("safetensors") {
     REQUIRE(w.impl()->storage->owner != nullptr);
     w.fill_(9.0);
     CHECK(w.to_vector<float>() == std::vector<float>{9, 9, 9, 9});
-    CHECK(f->tensor("w").to_vector<float>() == std::vector<float>{9, 9, 9, 9});  // same private mapping
+    Tensor again = f->tensor("w");  // shares w's storage (and its version counter) while w lives
+    CHECK(again.impl()->storage == w.impl()->storage);
+    CHECK(again.version() == w.version());
+    CHECK(again.to_vector<float>() == std::vector<float>{9, 9, 9, 9});
+    CHECK(f->tensor_as("w", DType::BF16).to_vector<float>() == std::vector<float>{9, 9, 9, 9});
     CHECK(file_bytes(dir / "w.safetensors") == before);
     CHECK(SafetensorsFile::open(dir / "w.safetensors")->tensor("w").to_vector<float>() ==
           std::vector<float>{1, 2, 3, 4});
