@@ -64,15 +64,22 @@ void vertical_pass(const uint8_t* in, int width, int channels, int row_base, con
   const int out_h = static_cast<int>(t.first.size());
   const size_t row_len = static_cast<size_t>(width) * channels;
   const int32_t half = 1 << (kPrecisionBits - 1);
-#pragma omp parallel for schedule(static) if (static_cast<int64_t>(out_h) * row_len * t.taps > 65536)
-  for (int y = 0; y < out_h; ++y) {
-    const int32_t* k = &t.fixed[static_cast<size_t>(y) * t.taps];
-    const uint8_t* s = in + static_cast<size_t>(t.first[y] - row_base) * row_len;
-    uint8_t* dst = out + static_cast<size_t>(y) * row_len;
-    for (size_t j = 0; j < row_len; ++j) {
-      int32_t acc = half;
-      for (int i = 0; i < t.count[y]; ++i) acc += s[i * row_len + j] * k[i];
-      dst[j] = clamp_shift(acc);
+#pragma omp parallel if (static_cast<int64_t>(out_h) * row_len * t.taps > 65536)
+  {
+    std::vector<int32_t> acc(row_len);  // (W * C,) accumulators of one output row
+#pragma omp for schedule(static)
+    for (int y = 0; y < out_h; ++y) {
+      const int32_t* k = &t.fixed[static_cast<size_t>(y) * t.taps];
+      const uint8_t* s = in + static_cast<size_t>(t.first[y] - row_base) * row_len;
+      std::fill(acc.begin(), acc.end(), half);
+      // row by row, so that the inner loop runs along contiguous memory and vectorises
+      for (int i = 0; i < t.count[y]; ++i) {
+        const uint8_t* src = s + static_cast<size_t>(i) * row_len;
+        const int32_t ki = k[i];
+        for (size_t j = 0; j < row_len; ++j) acc[j] += src[j] * ki;
+      }
+      uint8_t* dst = out + static_cast<size_t>(y) * row_len;
+      for (size_t j = 0; j < row_len; ++j) dst[j] = clamp_shift(acc[j]);
     }
   }
 }
