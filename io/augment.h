@@ -35,7 +35,7 @@ struct CropBox {
 // ratio clamped into range). Uses counters [stream * 64, stream * 64 + 10) of key `seed`.
 CropBox random_resized_crop_box(int height, int width, const AugmentOptions& options, uint64_t seed, uint64_t stream);
 
-// (H, W, C) u8 -> (size, size, C) u8. Input with 1 or 3 channels; jitter saturation/hue need 3.
+// (H, W, C) u8 -> (size, size, C) u8. Input with 1 or 3 channels (saturation and hue are skipped for grey).
 Image augment(const Image& image, const AugmentOptions& options, uint64_t seed, uint64_t stream);
 
 // The individual steps (deterministic), exposed for tests.
