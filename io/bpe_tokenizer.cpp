@@ -89,12 +89,13 @@ std::string show_token(std::string_view s) {
   return out + (s.size() > 40 ? "...\"" : "\"");
 }
 
-// Collects (spelling, id) entries into a dense id -> spelling table; names the file in errors.
+// Collects (spelling, id) entries, then checks that the ids run 0..N-1; names the file in errors. Memory
+// stays proportional to the entries whatever ids a corrupted file claims.
 struct VocabBuilder {
   std::string name;
-  std::vector<std::string> spelling;  // (ids) id -> spelling in the file
-  std::vector<uint8_t> present;
-  std::unordered_map<std::string, int32_t> ids;  // spelling -> id
+  std::vector<std::string> spelling;                  // (entries) in file order
+  std::unordered_map<int64_t, size_t> by_id;          // id -> entry
+  std::unordered_map<std::string, int32_t> ids;       // spelling -> id
 
   void add(const std::string& token, const json& value, const std::string& where) {
     MOON_CHECK(value.is_number_integer(), name, ": ", where, ": the id of ", show_token(token), " must be an integer, got ",
@@ -102,19 +103,22 @@ struct VocabBuilder {
     const int64_t id = value.get<int64_t>();
     MOON_CHECK(id >= 0 && id < (int64_t{1} << 24), name, ": ", where, ": id ", id, " of ", show_token(token),
                " is out of range (0 .. 16777215)");
-    if (static_cast<size_t>(id) >= spelling.size()) {
-      spelling.resize(id + 1);
-      present.resize(id + 1, 0);
-    }
-    if (present[id]) {
-      MOON_CHECK(spelling[id] == token, name, ": ", where, ": id ", id, " is used by both ", show_token(spelling[id]),
-                 " and ", show_token(token));
+    auto same_id = by_id.find(id);
+    if (same_id != by_id.end()) {
+      MOON_CHECK(spelling[same_id->second] == token, name, ": ", where, ": id ", id, " is used by both ",
+                 show_token(spelling[same_id->second]), " and ", show_token(token));
       return;
     }
     auto [it, inserted] = ids.emplace(token, static_cast<int32_t>(id));
     MOON_CHECK(inserted, name, ": ", where, ": token ", show_token(token), " has two ids, ", it->second, " and ", id);
-    spelling[id] = token;
-    present[id] = 1;
+    by_id.emplace(id, spelling.size());
+    spelling.push_back(token);
+  }
+
+  // The spelling of `id`, or nullptr.
+  const std::string* find(int64_t id) const {
+    auto it = by_id.find(id);
+    return it == by_id.end() ? nullptr : &spelling[it->second];
   }
 
   // The token bytes by id; every id below the largest must be present.
@@ -122,9 +126,10 @@ struct VocabBuilder {
     MOON_CHECK(!spelling.empty(), name, ": the vocabulary is empty");
     std::vector<std::string> tokens(spelling.size());
     for (size_t id = 0; id < spelling.size(); ++id) {
-      MOON_CHECK(present[id], name, ": no token has id ", id, " (ids must run 0 .. ", spelling.size() - 1,
+      const std::string* s = find(static_cast<int64_t>(id));
+      MOON_CHECK(s != nullptr, name, ": no token has id ", id, " (ids must run 0 .. ", spelling.size() - 1,
                  " without gaps)");
-      tokens[id] = spelled_bytes(spelling[id]);
+      tokens[id] = spelled_bytes(*s);
     }
     return tokens;
   }
@@ -136,6 +141,18 @@ struct VocabBuilder {
     return it->second;
   }
 };
+
+// A JSON object {"spelling": id} over all tokens in id order (written by hand: nlohmann's ordered_json
+// inserts in linear time, quadratic over a 150k vocabulary).
+std::string vocab_json_text(const std::vector<std::string>& tokens) {
+  std::string out = "{";
+  for (size_t id = 0; id < tokens.size(); ++id) {
+    if (id) out += ", ";
+    out += json(bytes_to_unicode(tokens[id])).dump();
+    out += ": " + std::to_string(id);
+  }
+  return out + "}";
+}
 
 // The pre-tokenizer a tokenizer.json's "pre_tokenizer" describes (GPT-2 when none).
 PreTokenizer detect_style(const json& pre, const std::string& name) {
@@ -499,10 +516,8 @@ BpeTokenizer BpeTokenizer::from_tokenizer_json_string(std::string_view text, con
       MOON_CHECK(!content.empty(), name, ": ", where, ": empty content");
       // an added token may repeat a model.vocab entry with the same id (spelled through the byte map there)
       const json& id = a["id"];
-      const bool in_vocab = id.is_number_integer() && id.get<int64_t>() >= 0 &&
-                            id.get<int64_t>() < static_cast<int64_t>(builder.spelling.size()) &&
-                            builder.present[id.get<int64_t>()] &&
-                            spelled_bytes(builder.spelling[id.get<int64_t>()]) == content;
+      const std::string* existing = id.is_number_integer() ? builder.find(id.get<int64_t>()) : nullptr;
+      const bool in_vocab = existing != nullptr && spelled_bytes(*existing) == content;
       if (!in_vocab) builder.add(content, id, where);
       added_entries.emplace_back(id.get<int64_t>(), content);
     }
@@ -565,19 +580,20 @@ BpeTokenizer BpeTokenizer::load(const std::string& path) {
 
 void BpeTokenizer::save(const std::string& folder) const {
   make_dirs(folder);
-  nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
-  for (size_t id = 0; id < tokens_.size(); ++id) vocab[bytes_to_unicode(tokens_[id])] = id;
+  const std::string vocab = vocab_json_text(tokens_);
   std::string merges_txt = "#version: 0.2\n";
-  nlohmann::ordered_json merge_list = nlohmann::ordered_json::array();
-  for (const auto& [left, right] : merges_) {
-    std::string line = bytes_to_unicode(tokens_[left]) + " " + bytes_to_unicode(tokens_[right]);
+  std::string merge_list = "[";  // JSON array of "left right" strings
+  for (size_t rank = 0; rank < merges_.size(); ++rank) {
+    const auto [left, right] = merges_[rank];
+    const std::string line = bytes_to_unicode(tokens_[left]) + " " + bytes_to_unicode(tokens_[right]);
     merges_txt += line + "\n";
-    merge_list.push_back(std::move(line));
+    merge_list += (rank ? ",\n  " : "\n  ") + json(line).dump();
   }
+  merge_list += "\n]";
   nlohmann::ordered_json added = nlohmann::ordered_json::array();
   for (int32_t id : added_)
-    added.push_back({{"id", id}, {"content", tokens_[id]}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                     {"normalized", false}, {"special", true}});
+    added.push_back(nlohmann::ordered_json{{"id", id}, {"content", tokens_[id]}, {"single_word", false}, {"lstrip", false},
+                                           {"rstrip", false}, {"normalized", false}, {"special", true}});
   nlohmann::ordered_json pre;
   if (style_ == PreTokenizer::Gpt2) {
     pre = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
@@ -587,6 +603,7 @@ void BpeTokenizer::save(const std::string& folder) const {
             {{{"type", "Split"}, {"pattern", {{"Regex", pretokenizer_regex(style_)}}}, {"behavior", "Isolated"}, {"invert", false}},
              {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}}}};
   }
+  // the big vocab and merges are spliced in as text where the placeholders are
   nlohmann::ordered_json root = {
       {"version", "1.0"},
       {"truncation", nullptr},
@@ -598,12 +615,15 @@ void BpeTokenizer::save(const std::string& folder) const {
       {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
       {"model",
        {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
-        {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab},
-        {"merges", merge_list}}}};
+        {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", "@VOCAB@"},
+        {"merges", "@MERGES@"}}}};
+  std::string tokenizer_json = root.dump(1);
+  tokenizer_json.replace(tokenizer_json.find("\"@VOCAB@\""), 9, vocab);
+  tokenizer_json.replace(tokenizer_json.find("\"@MERGES@\""), 10, merge_list);
   const std::string dir = folder.empty() || folder.back() == '/' ? folder : folder + "/";
-  write_file_atomic(dir + "vocab.json", vocab.dump());
+  write_file_atomic(dir + "vocab.json", vocab);
   write_file_atomic(dir + "merges.txt", merges_txt);
-  write_file_atomic(dir + "tokenizer.json", root.dump(1) + "\n");
+  write_file_atomic(dir + "tokenizer.json", tokenizer_json + "\n");
 }
 
 }  // namespace moon::io
