@@ -563,4 +563,37 @@ TEST_SUITE("fuzz_safetensors") {
     CHECK(opened > 50);    // some mutations keep the file valid (e.g. a digit of the metadata)
     CHECK(rejected > 2000);  // most break it
   }
+
+  TEST_CASE("mutated shard indexes open cleanly or throw moon::Error") {
+    TempDir dir;
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (int i = 0; i < 4; ++i) tensors.push_back({std::string("t").append(std::to_string(i)), moon::full({8}, i, DType::F32)});
+    save_sharded(dir / "ck", tensors, 40);
+    const std::string index = read_file_text(dir / "ck/model.safetensors.index.json");
+    REQUIRE(Checkpoint(dir / "ck").shards().size() == 4);
+    std::mt19937_64 rng(77);
+    int opened = 0, rejected = 0;
+    for (int i = 0; i < 400; ++i) {
+      std::string text = index;
+      const size_t at = static_cast<size_t>(rng() % text.size());
+      switch (rng() % 4) {
+        case 0: text[at] = static_cast<char>(text[at] ^ (1 << (rng() % 8))); break;
+        case 1: text.resize(at); break;
+        case 2: text.erase(at, 1 + rng() % 8); break;
+        default: text[at] = "{}[]\",:0123456789-/."[rng() % 22]; break;
+      }
+      const std::string path = dir / "ck/mutant.index.json";  // next to the shards
+      std::ofstream(path, std::ios::binary) << text;
+      try {
+        Checkpoint c(path);
+        for (const std::string& name : c.names()) (void)bytes_of(c.tensor(name));
+        ++opened;
+      } catch (const moon::Error&) {
+        ++rejected;
+      }
+    }
+    MESSAGE("index mutants: " << opened << " opened, " << rejected << " rejected");
+    CHECK(opened > 0);
+    CHECK(rejected > 100);
+  }
 }
