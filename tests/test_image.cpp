@@ -3,6 +3,9 @@
 #include <doctest/doctest.h>
 #include <stb/stb_image_write.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -446,7 +449,7 @@ TEST_SUITE("fuzz_image") {
         {encode_bmp(pattern(15, 10, 3)), ImageFormat::BMP}, {encode_bmp(pattern(8, 8, 4)), ImageFormat::BMP}};
     std::mt19937_64 rng(20240601);
     int decoded = 0, rejected = 0, unnamed = 0;
-    const int per_seed = 500;
+    const int per_seed = 1000;
     for (const auto& [bytes, format] : seeds) {
       for (int i = 0; i < per_seed; ++i) {
         Bytes b = mutate(bytes, rng, format);
