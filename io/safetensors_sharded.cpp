@@ -2,10 +2,10 @@
 // reader that accepts a file, a folder or an index and checks the index against the shards.
 #include "io/safetensors_sharded.h"
 
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <set>
 
 #include "io/file_util.h"
@@ -25,9 +25,13 @@ std::string shard_file_name(size_t index, size_t count) {
   return buf;
 }
 
+// Whether `name` is "model-DDDDD-of-DDDDD.safetensors".
 bool is_shard_file_name(const std::string& name) {
-  static const std::regex pattern(R"(model-\d{5}-of-\d{5}\.safetensors)");
-  return std::regex_match(name, pattern);
+  const std::string shape = "model-#####-of-#####.safetensors";
+  if (name.size() != shape.size()) return false;
+  for (size_t i = 0; i < name.size(); ++i)
+    if (shape[i] == '#' ? !std::isdigit(static_cast<unsigned char>(name[i])) : name[i] != shape[i]) return false;
+  return true;
 }
 
 // Removes files of an earlier save in `folder` that the new one does not use.
