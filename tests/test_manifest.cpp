@@ -262,9 +262,8 @@ TEST_SUITE("manifest") {
   }
 
   TEST_CASE("splits are a pure function of id and seed, with the requested fractions") {
-    // FNV-1a of "" is the offset basis; the SplitMix finaliser of it with seed 0 is pinned so that a
-    // change of hash (which would move every product to another split) fails here.
-    CHECK(io::stable_hash("", 0) == io::stable_hash("", 0));
+    // One value is pinned, so that a change of the hash (which would move products to other splits in
+    // every manifest already written) fails here.
     CHECK(io::stable_hash("a", 0) != io::stable_hash("b", 0));
     CHECK(io::stable_hash("a", 0) != io::stable_hash("a", 1));
     CHECK(io::stable_hash("fmnist-train-00000", 0) == 0x009926093be65d53ull);
