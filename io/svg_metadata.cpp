@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "io/unicode_class.h"
 #include "runtime/error.h"
 
 namespace moon::io {
@@ -14,25 +15,6 @@ bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; 
 
 bool starts_with_at(std::string_view s, size_t pos, std::string_view prefix) {
   return pos <= s.size() && s.substr(pos, prefix.size()) == prefix;
-}
-
-// Appends code point `cp` as UTF-8.
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
 }
 
 // The code point of a numeric entity body ("#65" or "#x41"), or nullopt if it is not a valid one.
@@ -133,7 +115,7 @@ std::string decode_xml_entities(std::string_view text, const std::string& name) 
     else if (!body.empty() && body[0] == '#') {
       const std::optional<uint32_t> cp = numeric_entity(body);
       MOON_CHECK(cp.has_value(), name, ": invalid character reference '&", body, ";'");
-      append_utf8(out, *cp);
+      append_utf8(*cp, out);
     } else {
       fail(name, ": unknown entity '&", body, ";' (XML knows &amp; &lt; &gt; &quot; &apos; and &#N;)");
     }

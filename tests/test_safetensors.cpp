@@ -20,27 +20,12 @@ namespace fs = std::filesystem;
 using moon::DType;
 using moon::Tensor;
 using moon::test::contains;
+using moon::test::TempDir;
 using moon::test::error_of;
 using namespace moon::io;
 
 namespace {
 
-// A fresh folder under the system temp dir, removed with everything in it at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("moon_st_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 // The elements of t as contiguous bytes (C order).
 std::vector<uint8_t> bytes_of(const Tensor& t) {
@@ -244,7 +229,7 @@ TEST_SUITE("safetensors") {
     save_sharded(dir / "ck", tensors, 250, meta);
 
     // 100+100 | 100+100 | 100+16
-    const fs::path ck = dir.path / "ck";
+    const fs::path ck = std::filesystem::path(dir.path) / "ck";
     CHECK(fs::exists(ck / "model-00001-of-00003.safetensors"));
     CHECK(fs::exists(ck / "model-00003-of-00003.safetensors"));
     CHECK(!fs::exists(ck / "model.safetensors"));
@@ -318,11 +303,11 @@ TEST_SUITE("safetensors") {
     CHECK(ok.names() == std::vector<std::string>{"a", "b"});
     CHECK(ok.metadata().at("total_size") == "32");
 
-    fs::create_directories(dir.path / "empty");
+    fs::create_directories(std::filesystem::path(dir.path) / "empty");
     CHECK(error_of([&] { Checkpoint c(dir / "empty"); }) ==
           (dir / "empty") + ": the folder has neither model.safetensors nor model.safetensors.index.json");
     CHECK(contains(error_of([&] { Checkpoint c(dir / "nothing"); }), (dir / "nothing") + ": no such checkpoint"));
-    fs::create_directories(dir.path / "both");
+    fs::create_directories(std::filesystem::path(dir.path) / "both");
     save_safetensors(dir / "both/model.safetensors", {{"a", a}});
     write_file_atomic(dir / "both/model.safetensors.index.json", R"({"weight_map":{}})");
     CHECK(contains(error_of([&] { Checkpoint c(dir / "both"); }), "holds both model.safetensors and"));

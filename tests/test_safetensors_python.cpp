@@ -25,6 +25,7 @@ using json = nlohmann::json;
 using moon::DType;
 using moon::Tensor;
 using namespace moon::io;
+using moon::test::TempDir;
 
 namespace {
 
@@ -104,18 +105,6 @@ void check_tensor(const Checkpoint& ckpt, const std::string& name, const json& e
   }
 }
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("moon_stpy_" + std::to_string(::getpid()));
-  TempDir() {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 }  // namespace
 
