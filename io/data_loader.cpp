@@ -17,6 +17,7 @@
 #include "io/epoch_order.h"
 #include "io/image.h"
 #include "runtime/error.h"
+#include "runtime/rng.h"
 
 namespace moon::io {
 
@@ -215,6 +216,12 @@ LoaderStats DataLoader::stats() const {
   return pipeline_->stats;
 }
 
+size_t DataLoader::image_choice(const Product& product, int64_t epoch, int64_t index) const {
+  if (!options_.augment || product.images.size() < 2) return 0;  // evaluation: always the first image
+  const auto r = philox4x32(sample_stream(epoch, index), options_.seed ^ 0xbb67ae8584caa73bull);
+  return static_cast<size_t>(r[0] % product.images.size());
+}
+
 Batch DataLoader::build_batch(int64_t epoch, int64_t batch_in_epoch) const {
   const auto order = order_of(epoch);
   const int64_t n = static_cast<int64_t>(order->size());
@@ -236,7 +243,7 @@ Batch DataLoader::build_batch(int64_t epoch, int64_t batch_in_epoch) const {
     index.push_back(i);
     labels.push_back(product_label_[static_cast<size_t>(i)]);
     if (!product.images.empty()) {
-      const std::string path = image_path(*manifest_, product, 0);
+      const std::string path = image_path(*manifest_, product, image_choice(product, epoch, i));
       try {
         Image image = load_image(path, 3);
         if (options_.augment)

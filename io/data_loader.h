@@ -38,7 +38,8 @@ struct LoaderOptions {
 };
 
 struct Batch {
-  Tensor images;          // (B, 3, S, S) f32, normalised; zeros where has_image is 0
+  Tensor images;          // (B, 3, S, S) f32, normalised; zeros where has_image is 0. With several
+                          // images, the first (or, when augmenting, one drawn per epoch and product)
   Tensor has_image;       // (B,) i64: 1 where the product's image was decoded
   Tensor token_ids;       // (B, T) i64, right-padded with the tokenizer's <pad> id
   Tensor attention_mask;  // (B, T) i64: 1 on real tokens, 0 on padding
@@ -88,6 +89,8 @@ class DataLoader {
 
  private:
   std::shared_ptr<const std::vector<int64_t>> order_of(int64_t epoch) const;
+  // Which of a product's images a batch uses: the first, or with augmentation one drawn per (epoch, product).
+  size_t image_choice(const Product& product, int64_t epoch, int64_t index) const;
   void start_pipeline(const LoaderState& from);
 
   struct Pipeline;  // worker threads and the ready queue

@@ -221,3 +221,35 @@ TEST_SUITE("data_loader") {
     CHECK(contains(skip.stats().first_bad_image, "p1.png"));
   }
 }
+
+TEST_SUITE("data_loader") {
+  TEST_CASE("with augmentation a product's images take turns across epochs; without, the first is used") {
+    Fixture f(4, "multi");
+    // Give product 0 a second, all-white image next to its first.
+    std::vector<Product> products = f.manifest->products;
+    std::vector<uint8_t> white(20 * 12 * 3, 255);
+    REQUIRE(stbi_write_png((f.dir + "/images/white.png").c_str(), 20, 12, 3, white.data(), 60) != 0);
+    products[0].images.push_back("images/white.png");
+    write_manifest(f.dir + "/manifest.jsonl", products);
+    auto manifest = std::make_shared<const Manifest>(load_manifest(f.dir + "/manifest.jsonl", BadRecords::Stop));
+
+    LoaderOptions o = small_options(0);
+    o.shuffle = false;
+    o.image.norm = Normalization::None;
+    auto first_pixel_of_product0 = [&](DataLoader& loader) {
+      const Batch b = loader.next();  // one batch per epoch (4 products, batch 4)
+      return b.images.to_vector<float>()[0];
+    };
+    DataLoader plain(manifest, f.tokenizer, o);
+    for (int e = 0; e < 6; ++e) CHECK(first_pixel_of_product0(plain) != 1.0f);  // never the white image
+
+    o.augment = true;
+    o.augmentation.flip_probability = 0;
+    o.augmentation.random_resized_crop = false;
+    DataLoader augmented(manifest, f.tokenizer, o);
+    int white_epochs = 0;
+    for (int e = 0; e < 16; ++e) white_epochs += first_pixel_of_product0(augmented) == 1.0f;
+    CHECK(white_epochs > 0);
+    CHECK(white_epochs < 16);
+  }
+}
