@@ -33,21 +33,6 @@ const char* const kUsage =
     "      reads the raw files from PATH instead of the package's location. Progress goes to stderr unless\n"
     "      --quiet.\n";
 
-// A non-negative integer flag value; names the flag when it is not one.
-uint64_t count_value(const Args& args, const std::string& flag, uint64_t fallback) {
-  const std::string text = flag_value(args, flag, "");
-  if (text.empty()) return fallback;
-  size_t used = 0;
-  unsigned long long value = 0;
-  try {
-    value = std::stoull(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  MOON_CHECK(used == text.size() && text[0] != '-', "flag ", flag, " expects a non-negative integer, got '", text, "'");
-  return value;
-}
-
 void print_stats(const io::Manifest& m) {
   const io::ManifestStats s = io::manifest_stats(m);
   std::printf("%s: %zu products, %zu bad lines, %zu lines\n", m.path.c_str(), s.products, m.issues.size(), m.lines_read);
@@ -65,7 +50,7 @@ int run_validate(const Args& args, bool list_issues) {
   io::LoadOptions options;
   options.check_images = has_flag(args, "--check-images");
   const io::Manifest m = io::load_manifest(pos[1], io::BadRecords::Skip, options);
-  const uint64_t max_issues = count_value(args, "--max-issues", 1000);
+  const uint64_t max_issues = unsigned_flag(args, "--max-issues", 1000, 0, UINT64_MAX);
   if (list_issues) {
     for (size_t i = 0; i < m.issues.size() && i < max_issues; ++i)
       std::printf("%s:%zu: %s\n", m.path.c_str(), m.issues[i].line, m.issues[i].reason.c_str());
@@ -81,8 +66,8 @@ int run_import(const Args& args) {
   io::ImportOptions options;
   options.out_dir = flag_value(args, "--out", "");
   MOON_CHECK(!options.out_dir.empty(), "moon data import needs --out DIR (the folder for images/ and manifest.jsonl)");
-  options.limit = count_value(args, "--limit", 0);
-  options.seed = count_value(args, "--seed", 0);
+  options.limit = unsigned_flag(args, "--limit", 0, 0, UINT64_MAX);
+  options.seed = unsigned_flag(args, "--seed", 0, 0, UINT64_MAX);
   options.source_dir = flag_value(args, "--source-dir", "");
   options.progress = !has_flag(args, "--quiet");
   options.install = !has_flag(args, "--no-install");

@@ -22,15 +22,6 @@ const char* kUsage =
     "  --crop none: a direct N x N resize (SigLIP). Defaults: --filter bicubic --crop center --norm clip.\n"
     "  Prints the shape and the per-channel mean.\n";
 
-// Parses a positive integer flag value, naming the flag in the error.
-int parse_size(const std::string& text) {
-  char* end = nullptr;
-  const long v = std::strtol(text.c_str(), &end, 10);
-  MOON_CHECK(!text.empty() && *end == '\0' && v > 0 && v <= 16384, "--size must be an integer in 1..16384, got '",
-             text, "'");
-  return static_cast<int>(v);
-}
-
 }  // namespace
 
 MOON_COMMAND(preprocess, 50, "decode, resize, crop and normalise one image into a (3, N, N) .npy")(const Args& args) {
@@ -41,13 +32,12 @@ MOON_COMMAND(preprocess, 50, "decode, resize, crop and normalise one image into 
   check_flags("preprocess", args, {"--size", "--filter", "--crop", "--norm", "--out", "--help"});
   const auto inputs = positionals(args, {"--size", "--filter", "--crop", "--norm", "--out"});
   MOON_CHECK(inputs.size() == 1, "expected one IMAGE argument, got ", inputs.size(), " (try `moon preprocess --help`)");
-  const std::string size_text = flag_value(args, "--size", "");
-  MOON_CHECK(!size_text.empty(), "--size N is required (try `moon preprocess --help`)");
+  MOON_CHECK(has_flag(args, "--size"), "--size N is required (try `moon preprocess --help`)");
   const std::string out = flag_value(args, "--out", "");
   MOON_CHECK(!out.empty(), "--out x.npy is required (try `moon preprocess --help`)");
 
   io::PreprocessOptions options;
-  options.size = parse_size(size_text);
+  options.size = static_cast<int>(unsigned_flag(args, "--size", 0, 1, 16384));
   options.filter = io::parse_resize_filter(flag_value(args, "--filter", "bicubic"));
   const std::string crop = flag_value(args, "--crop", "center");
   MOON_CHECK(crop == "center" || crop == "none", "--crop must be center or none, got '", crop, "'");

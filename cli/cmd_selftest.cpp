@@ -18,7 +18,7 @@ MOON_COMMAND(selftest, 80, "run every op's checks (forward, strided, gradient) a
     return 0;
   }
   const std::string only = flag_value(args, "--op", "");
-  const uint64_t seed = std::stoull(flag_value(args, "--seed", "1"));
+  const uint64_t seed = unsigned_flag(args, "--seed", 1, 0, UINT64_MAX);
   std::vector<int64_t> sizes;
   {
     const std::string s = flag_value(args, "--sizes", "1,3,17");

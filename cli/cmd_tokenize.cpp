@@ -61,21 +61,13 @@ std::vector<int32_t> parse_ids(const std::string& text) {
   return ids;
 }
 
-int parse_vocab_size(const std::string& s) {
-  bool ok = !s.empty() && s.size() <= 8;
-  for (char c : s) ok = ok && c >= '0' && c <= '9';
-  MOON_CHECK(ok, "--vocab-size must be a positive integer, got '", s, "'");
-  return std::stoi(s);
-}
-
 int train(const Args& args) {
   const std::vector<std::string> files = positionals(args, {"--tokenizer", "--vocab-size", "--out", "--style"});
   MOON_CHECK(!files.empty(), "--train: name at least one corpus file (plain UTF-8 text)");
   const std::string out = flag_value(args, "--out", "");
   MOON_CHECK(!out.empty(), "--train: --out FOLDER is required");
-  const std::string size_flag = flag_value(args, "--vocab-size", "");
-  MOON_CHECK(!size_flag.empty(), "--train: --vocab-size N is required (e.g. 4096)");
-  const int vocab_size = parse_vocab_size(size_flag);
+  MOON_CHECK(has_flag(args, "--vocab-size"), "--train: --vocab-size N is required (e.g. 4096)");
+  const int vocab_size = static_cast<int>(unsigned_flag(args, "--vocab-size", 0, 1, 99999999));
   const std::string style_name = flag_value(args, "--style", "gpt2");
   MOON_CHECK(style_name == "gpt2" || style_name == "qwen2", "--style must be gpt2 or qwen2, got '",
              style_name, "'");

@@ -4,6 +4,7 @@
 //   MOON_COMMAND(tokenize, 40, "encode stdin into token ids (or --decode them)") (const Args& args) {...}
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,9 @@ std::vector<Command> commands();  // sorted by order, then name
 // Small helpers for flags: --name value and --flag.
 bool has_flag(const Args& args, const std::string& flag);
 std::string flag_value(const Args& args, const std::string& flag, const std::string& fallback);
+// An integer flag in [lo, hi] (decimal digits only), or `fallback` when the flag is absent. Fails naming the
+// flag and the range when the value is not such an integer.
+uint64_t unsigned_flag(const Args& args, const std::string& flag, uint64_t fallback, uint64_t lo, uint64_t hi);
 // Positional arguments: those that are neither flags nor the values of the flags named in `valued`.
 std::vector<std::string> positionals(const Args& args, const std::vector<std::string>& valued);
 // Fails with a message naming the command if an argument starting with "--" is not in `known`.

@@ -1,5 +1,6 @@
 // Flag helpers and the command table behind MOON_COMMAND.
 #include <algorithm>
+#include <charconv>
 
 #include "cli/commands.h"
 #include "runtime/error.h"
@@ -39,6 +40,18 @@ std::string flag_value(const Args& args, const std::string& flag, const std::str
     return args[i + 1];
   }
   return fallback;
+}
+
+uint64_t unsigned_flag(const Args& args, const std::string& flag, uint64_t fallback, uint64_t lo, uint64_t hi) {
+  if (!has_flag(args, flag)) return fallback;
+  const std::string text = flag_value(args, flag, "");
+  uint64_t value = 0;
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, value);
+  const bool ok = !text.empty() && error == std::errc() && stop == end && value >= lo && value <= hi;
+  if (!ok && hi == UINT64_MAX) fail("flag ", flag, " expects an integer >= ", lo, ", got '", text, "'");
+  MOON_CHECK(ok, "flag ", flag, " expects an integer in ", lo, "..", hi, ", got '", text, "'");
+  return value;
 }
 
 std::vector<std::string> positionals(const Args& args, const std::vector<std::string>& valued) {
