@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <cstring>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -248,8 +247,7 @@ Batch DataLoader::build_batch(int64_t epoch, int64_t batch_in_epoch) const {
         Image image = load_image(path, 3);
         if (options_.augment)
           image = augment(image, options_.augmentation, options_.seed, sample_stream(epoch, i));
-        const Tensor chw = preprocess(image, options_.image);  // (3, S, S)
-        std::memcpy(pixels + r * 3 * size * size, chw.data<float>(), sizeof(float) * 3 * size * size);
+        preprocess_into(image, options_.image, pixels + r * 3 * size * size);  // row r: (3, S, S)
         has_image[static_cast<size_t>(r)] = 1;
       } catch (const Error& e) {
         if (options_.bad_images == BadRecords::Stop)

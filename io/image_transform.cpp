@@ -102,12 +102,25 @@ Tensor to_tensor(const Image& image, Normalization norm) {
   return t;
 }
 
+void preprocess_into(const Image& image, const PreprocessOptions& options, float* out) {
+  MOON_CHECK(options.size > 0, "preprocess: size must be positive, got ", options.size);
+  // Grey is resized as one channel and replicated by to_chw_float (the same values as resizing three equal
+  // channels); other channel counts are converted to RGB first. RGB input is used as is, without a copy.
+  Image converted;
+  if (image.channels != 1 && image.channels != 3) converted = convert_channels(image, 3);
+  const Image& source = converted.empty() ? image : converted;
+  const Image sized = options.center_crop ? resize_shortest_center_crop(source, options.size, options.filter)
+                                          : resize_square(source, options.size, options.filter);
+  MOON_CHECK(sized.width == options.size && sized.height == options.size, "preprocess: resized to ", sized.width,
+             "x", sized.height, " instead of ", options.size, "x", options.size);
+  to_chw_float(sized, options.norm, out);
+}
+
 Tensor preprocess(const Image& image, const PreprocessOptions& options) {
   MOON_CHECK(options.size > 0, "preprocess: size must be positive, got ", options.size);
-  const Image rgb = image.channels == 3 ? image : convert_channels(image, 3);
-  const Image sized = options.center_crop ? resize_shortest_center_crop(rgb, options.size, options.filter)
-                                          : resize_square(rgb, options.size, options.filter);
-  return to_tensor(sized, options.norm);
+  Tensor t = empty({3, options.size, options.size}, DType::F32);  // (3, S, S)
+  preprocess_into(image, options, t.data<float>());
+  return t;
 }
 
 }  // namespace moon::io

@@ -52,5 +52,7 @@ struct PreprocessOptions {
 
 // The full inference preprocess: resize (and crop) to size x size, then normalise. Returns f32 (3, size, size).
 Tensor preprocess(const Image& image, const PreprocessOptions& options);
+// The same, written into `out`: 3 * size * size floats, (3, size, size) C order (e.g. one row of a batch).
+void preprocess_into(const Image& image, const PreprocessOptions& options, float* out);
 
 }  // namespace moon::io

@@ -269,6 +269,18 @@ TEST_SUITE("image") {
     CHECK(contains(error_of([] { parse_normalization("openai"); }), "unknown normalisation 'openai'"));
   }
 
+  TEST_CASE("preprocess: a grey image gives exactly what its RGB conversion gives; preprocess_into fills a row") {
+    const Image grey = pattern(50, 30, 1);
+    for (bool crop : {true, false}) {
+      const PreprocessOptions o{12, ResizeFilter::Bicubic, crop, Normalization::Clip};
+      CHECK(preprocess(grey, o).to_vector<float>() == preprocess(convert_channels(grey, 3), o).to_vector<float>());
+      std::vector<float> row(3 * 12 * 12 + 1, -7.0f);  // one guard element after the row
+      preprocess_into(grey, o, row.data());
+      CHECK(std::vector<float>(row.begin(), row.end() - 1) == preprocess(grey, o).to_vector<float>());
+      CHECK(row.back() == -7.0f);
+    }
+  }
+
   TEST_CASE("augment: deterministic per (seed, stream), whichever thread runs it") {
     const Image src = pattern(80, 60, 3);
     AugmentOptions o;
