@@ -1,0 +1,119 @@
+// MoonModel: wiring of vision encoder, projector, decoder, FIRE, pooling, fusion and head (docs/model.md).
+#include "model/moon_model.h"
+
+#include <cmath>
+
+#include "ops/elementwise.h"
+#include "ops/index.h"
+#include "ops/loss.h"
+#include "ops/matmul.h"
+#include "ops/reduce.h"
+#include "runtime/error.h"
+
+namespace moon::model {
+namespace {
+
+// (B, T) i64 slot tensor -> (B*T) i64 with -1 replaced by 0 (rows picked from a table; masked later).
+Tensor clamped_index(const Tensor& slots) {
+  std::vector<int64_t> v = slots.to_vector<int64_t>();
+  for (auto& x : v) x = x < 0 ? 0 : x;
+  return from_vector(v, {static_cast<int64_t>(v.size())}, DType::I64);
+}
+
+// (B, T) u8/i64 mask of where `slots` >= 0, shaped (B, T, 1) for broadcasting over channels.
+Tensor slot_mask(const Tensor& slots) {
+  std::vector<int64_t> v = slots.to_vector<int64_t>();
+  std::vector<uint8_t> m(v.size());
+  for (size_t i = 0; i < v.size(); ++i) m[i] = v[i] >= 0;
+  return from_vector(m, {slots.size(0), slots.size(1), 1}, DType::U8);
+}
+
+}  // namespace
+
+MoonModel::MoonModel(const ModelConfig& config) : config_(config), params_(config.init_seed) {
+  config_.validate();
+  vision_ = std::make_unique<VisionEncoder>(config_.vision, params_);
+  projector_ = std::make_unique<Projector>(config_, params_);
+  decoder_ = std::make_unique<Decoder>(config_, params_);
+  if (config_.fire.enabled) fire_ = std::make_unique<Fire>(config_, params_);
+  if (config_.fusion.enabled) fusion_ = std::make_unique<Fusion>(config_, params_);
+  head_w_ = params_.normal("head.proj.weight", {config_.embedding.dim, config_.decoder.hidden}, 0.02);
+  head_b_ = params_.constant("head.proj.bias", {config_.embedding.dim}, 0.0);
+}
+
+MoonModel::Prepared MoonModel::prepare(const ModelBatch& batch) const {
+  const int64_t B = batch.rows(), T = batch.token_ids.size(1), C = config_.decoder.hidden;
+  Prepared p;
+  p.token_embeds = decoder_->embed(batch.token_ids);  // (B, T, C)
+  p.inputs = p.token_embeds;
+  if (!batch.pixels.defined() || batch.pixels.size(0) == 0) return p;
+  VisionOutput vo = vision_->forward(batch.pixels, compute_);
+  p.features = vo.features;                                        // (Bi, N, Cv)
+  Tensor vision_tokens = projector_->forward(vo.features, compute_);  // (Bi, M, C)
+  Tensor flat = vision_tokens.reshape({-1, C});                       // (Bi*M, C)
+  Tensor placed = index_select(flat, 0, clamped_index(batch.vision_slot)).reshape({B, T, C});
+  p.inputs = where(slot_mask(batch.vision_slot), placed, p.token_embeds);
+  if (fire_) p.fire = fire_->project(vo.layer_outputs, compute_);
+  return p;
+}
+
+std::function<Tensor(int64_t, const Tensor&)> MoonModel::fire_hook(const Prepared& prepared,
+                                                                   const ModelBatch& batch) const {
+  if (!fire_ || prepared.fire.empty()) return nullptr;
+  const Fire* fire = fire_.get();
+  const std::vector<Tensor>* r = &prepared.fire;
+  Tensor slots = batch.vision_slot;
+  return [fire, r, slots](int64_t layer, const Tensor& x) { return fire->inject(layer, x, *r, slots); };
+}
+
+ModelOutput MoonModel::forward(const ModelBatch& batch) const {
+  const int64_t B = batch.rows(), T = batch.token_ids.size(1), C = config_.decoder.hidden;
+  MOON_CHECK(B > 0, "model: empty batch");
+  Prepared p = prepare(batch);
+  DecoderOutput dec = decoder_->forward(p.inputs, batch.positions, batch.keep, batch.modality, fire_hook(p, batch),
+                                        nullptr, compute_);
+  ModelOutput out;
+  out.hidden = dec.hidden;  // (B, T, C)
+  out.aux_loss = dec.aux_loss;
+  out.router_counts = dec.router_counts;
+  if (config_.embedding.pooling == "mean") {
+    Tensor mask = batch.pool_mask.to(DType::F32).reshape({B, T, 1});
+    Tensor count = sum(mask, {1});                              // (B, 1)
+    out.pooled = div(sum(mul(out.hidden, mask), {1}), count);  // (B, C)
+  } else {
+    std::vector<int64_t> at = batch.emb_index.to_vector<int64_t>();
+    for (int64_t b = 0; b < B; ++b) at[b] += b * T;
+    out.pooled = index_select(out.hidden.reshape({B * T, C}), 0, from_vector(at, {B}, DType::I64));
+  }
+  Tensor z = dense(out.pooled, head_w_, head_b_, compute_);  // (B, D)
+  if (fusion_) {
+    Tensor features;  // (B, N, Cv): the row's vision features, zeros for rows without an image
+    if (p.features.defined()) {
+      Tensor picked = index_select(p.features, 0, clamped_index(batch.image_row.reshape({B, 1})));
+      features = where(batch.has_image.reshape({B, 1, 1}), picked, zeros({1}));
+    } else {
+      features = zeros({B, config_.vision.patches(), config_.vision.hidden});
+    }
+    z = add(z, fusion_->forward(out.pooled, features, batch.has_image, p.token_embeds, batch.text_mask, compute_));
+  }
+  out.embedding = l2_normalize(z, -1);
+  return out;
+}
+
+Tensor embedding_prefix(const Tensor& embedding, int64_t d) {
+  MOON_CHECK(d >= 1 && d <= embedding.size(-1), "embedding_prefix: size ", d, " must be in [1, ",
+             embedding.size(-1), "]");
+  return l2_normalize(embedding.slice(-1, 0, d), -1);
+}
+
+Tensor parity_loss(const ModelOutput& out, const ModelConfig& config) {
+  const int64_t B = out.embedding.size(0);
+  MOON_CHECK(B % 2 == 0, "parity_loss: needs an even number of rows, got ", B);
+  Tensor a = out.embedding.slice(0, 0, B / 2), b = out.embedding.slice(0, B / 2, B);
+  Tensor logits = scale(matmul(a, b.mT()), 1.0 / 0.05);
+  Tensor loss = cross_entropy(logits, arange(0, static_cast<double>(B / 2), 1.0, DType::I64));
+  if (config.moe.enabled) loss = add(loss, scale(out.aux_loss, config.moe.aux_weight));
+  return loss;
+}
+
+}  // namespace moon::model
