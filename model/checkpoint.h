@@ -1,5 +1,8 @@
 // moon checkpoints (docs/checkpoint-format.md): the parameters in safetensors with the config in the
 // metadata (moon.config), written atomically; and loading them back with every mismatch named.
+//
+//   save_checkpoint("run/model.safetensors", model, {{"moon.tokenizer", tokenizer_json}});
+//   std::unique_ptr<MoonModel> m = load_checkpoint("run/model.safetensors");  // or a folder / an index
 #pragma once
 #include <map>
 #include <memory>
@@ -7,7 +10,16 @@
 
 #include "model/moon_model.h"
 
+namespace moon::io {
+class Checkpoint;
+}
+
 namespace moon::model {
+
+inline constexpr const char* kConfigKey = "moon.config";
+inline constexpr const char* kFormatVersionKey = "moon.format_version";
+inline constexpr const char* kTokenizerKey = "moon.tokenizer";  // a tokenizer.json text (optional)
+inline constexpr const char* kFormatVersion = "1";
 
 // Writes every parameter (f32, or bf16 when `dtype` is BF16) and metadata moon.config + moon.format_version
 // (+ `extra`, e.g. moon.training_state, moon.tokenizer) to `path` atomically: a crash leaves the old file.
@@ -21,5 +33,20 @@ std::unique_ptr<MoonModel> load_checkpoint(const std::string& path);
 
 // The metadata of a checkpoint (e.g. moon.tokenizer, moon.training_state).
 std::map<std::string, std::string> checkpoint_metadata(const std::string& path);
+
+// ---- the parts behind the three functions above (usable on a ParamStore without a whole MoonModel)
+
+// What save_checkpoint writes, from a config and its parameters. `extra` may not set moon.config or
+// moon.format_version. dtype: F32 or BF16.
+void save_params(const std::string& path, const ModelConfig& config, const ParamStore& params,
+                 const std::map<std::string, std::string>& extra = {}, DType dtype = DType::F32);
+
+// The config stored in a checkpoint's moon.config (validated); errors name the checkpoint and, for a missing
+// config, say how to make a moon checkpoint from Hugging Face weights.
+ModelConfig checkpoint_config(const io::Checkpoint& checkpoint);
+
+// Assigns every tensor of `checkpoint` to the parameter of the same name. Every parameter must be present,
+// no tensor may be left over, shapes must match exactly, and the dtypes must be F32, BF16 or F16.
+void load_params(const io::Checkpoint& checkpoint, ParamStore& params);
 
 }  // namespace moon::model
