@@ -250,7 +250,7 @@ struct Probe {
 
 // d/dt of sum_k <outs_k, R_k> (R_k fixed random) by autograd vs central differences at the probed elements.
 void check_gradients(const std::function<std::vector<Tensor>()>& run, const std::vector<Probe>& probes,
-                     uint64_t seed, double eps = 3e-3, double tol_abs = 2e-3, double tol_rel = 1e-2) {
+                     uint64_t seed, double eps = 1e-2, double tol_abs = 1e-3, double tol_rel = 3e-3) {
   std::vector<Tensor> outs = run();
   Generator gen(seed);
   std::vector<Tensor> R;
