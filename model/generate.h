@@ -22,7 +22,8 @@ std::vector<std::vector<int64_t>> generate(const MoonModel& model, const ModelBa
                                            const GenerateOptions& options);
 
 // log p(token_ids[b, t] | tokens before t) for t >= 1 (0 at t = 0 and wherever keep is 0 or the token is a
-// vision placeholder): (B, T) f32, differentiable in the parameters.
+// vision placeholder): (B, T) f32, differentiable in the parameters. The prediction is read at the row's
+// previous kept position (t - 1 in right-padded batches); a row's first kept token scores 0.
 Tensor token_logprobs(const MoonModel& model, const ModelBatch& batch);
 
 }  // namespace moon::model
