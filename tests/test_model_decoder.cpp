@@ -7,12 +7,17 @@
 #include <cmath>
 #include <functional>
 #include <numeric>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "model/decoder.h"
+#include "model/generate.h"
+#include "model/inputs.h"
 #include "model/moe.h"
+#include "model/moon_model.h"
 #include "ops/elementwise.h"
+#include "ops/norm.h"
 #include "ops/reduce.h"
 #include "runtime/autograd.h"
 #include "runtime/rng.h"
@@ -149,6 +154,110 @@ MoeCase moe_case(int64_t B, int64_t T, int64_t C, uint64_t seed) {
   return m;
 }
 
+
+// A whole tiny model for generation: 16x16 images of 8x8 patches (4 vision tokens), the tiny decoder with MoE,
+// FIRE from vision layer 1 into decoder layer 0 (its gate made non-zero by spread_params).
+ModelConfig tiny_model_config() {
+  ModelConfig c = tiny_config(true);
+  c.vision.image_size = 16;
+  c.vision.patch_size = 8;
+  c.vision.hidden = 16;
+  c.vision.layers = 2;
+  c.vision.heads = 2;
+  c.vision.mlp = 32;
+  c.projector.merge = 1;
+  c.projector.hidden = 24;
+  c.fire.enabled = true;
+  c.fire.vision_layers = {1};
+  c.fire.decoder_layers = {0};
+  c.embedding.dim = 16;
+  return c;
+}
+
+// Three prompt rows of different lengths: image + text, text only, image + longer text.
+ModelBatch prompt_batch(const ModelConfig& cfg) {
+  std::vector<InputRow> rows(3);
+  rows[0].text = {10, 11, 12, 13};
+  rows[0].image = 0;
+  rows[1].text = {14, 15};
+  rows[2].text = {16, 17, 18, 19, 20, 21, 22};
+  rows[2].image = 1;
+  for (auto& r : rows) r.prompt = true;
+  Generator gen(31);
+  return assemble(rows, randn({2, 3, 16, 16}, gen), SpecialTokens{}, cfg);
+}
+
+// The prompt with each row's generated tokens written after its last kept position (no cache involved).
+ModelBatch extend(const ModelBatch& prompt, const std::vector<std::vector<int64_t>>& added) {
+  const int64_t B = prompt.rows(), T0 = prompt.token_ids.size(1);
+  int64_t extra = 0;
+  for (const auto& a : added) extra = std::max<int64_t>(extra, static_cast<int64_t>(a.size()));
+  const int64_t T = T0 + extra;
+  auto widen = [&](const Tensor& t, int64_t fill) {  // (B, T0) -> (B, T) vector, new columns = fill
+    const std::vector<int64_t> v = t.to_vector<int64_t>();
+    std::vector<int64_t> out(static_cast<size_t>(B * T), fill);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T0; ++t) out[b * T + t] = v[b * T0 + t];
+    return out;
+  };
+  std::vector<int64_t> ids = widen(prompt.token_ids, 8), keep = widen(prompt.keep, 0), pos = widen(prompt.positions, 0),
+                       slot = widen(prompt.vision_slot, -1), pool = widen(prompt.pool_mask, 0),
+                       text = widen(prompt.text_mask, 0);
+  std::vector<int64_t> emb(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t n = 0;
+    for (int64_t t = 0; t < T; ++t) n += keep[b * T + t];
+    for (size_t i = 0; i < added[b].size(); ++i) {
+      const int64_t t = n + static_cast<int64_t>(i);
+      ids[b * T + t] = added[b][i], keep[b * T + t] = 1, pos[b * T + t] = t, pool[b * T + t] = 1;
+    }
+    emb[b] = n + static_cast<int64_t>(added[b].size()) - 1;
+  }
+  auto u8 = [&](const std::vector<int64_t>& v) {
+    return from_vector(std::vector<uint8_t>(v.begin(), v.end()), {B, T}, DType::U8);
+  };
+  ModelBatch out = prompt;
+  out.token_ids = from_vector(ids, {B, T}, DType::I64);
+  out.keep = u8(keep);
+  out.positions = from_vector(pos, {B, T}, DType::I64);
+  out.vision_slot = from_vector(slot, {B, T}, DType::I64);
+  out.pool_mask = u8(pool);
+  out.text_mask = u8(text);
+  out.emb_index = from_vector(emb, {B}, DType::I64);
+  return out;
+}
+
+// (B, V) logits at every row's last kept position from one full forward without a cache.
+std::vector<float> last_logits(const MoonModel& model, const ModelBatch& batch) {
+  NoGradGuard no_grad;
+  MoonModel::Prepared p = model.prepare(batch);
+  DecoderOutput o = model.decoder().forward(p.inputs, batch.positions, batch.keep, batch.modality,
+                                            model.fire_hook(p, batch), nullptr, Compute{});
+  const int64_t B = batch.rows(), T = batch.token_ids.size(1), C = model.config().decoder.hidden;
+  const std::vector<float> h = o.hidden.to_vector<float>();
+  const std::vector<uint8_t> keep = batch.keep.to_vector<uint8_t>();
+  std::vector<float> last(static_cast<size_t>(B * C));
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t at = 0;
+    for (int64_t t = 0; t < T; ++t)
+      if (keep[b * T + t]) at = t;
+    std::copy(h.begin() + (b * T + at) * C, h.begin() + (b * T + at + 1) * C, last.begin() + b * C);
+  }
+  return model.decoder().logits(from_vector(last, {B, C}), Compute{}).to_vector<float>();
+}
+
+// Greedy continuation by full re-runs: argmax (lowest id on ties) of the last logits, `steps` times.
+std::vector<std::vector<int64_t>> greedy_by_rerun(const MoonModel& model, const ModelBatch& prompt, int64_t steps) {
+  const int64_t B = prompt.rows(), V = model.config().decoder.vocab;
+  std::vector<std::vector<int64_t>> added(static_cast<size_t>(B));
+  for (int64_t s = 0; s < steps; ++s) {
+    const std::vector<float> lg = last_logits(model, s == 0 ? prompt : extend(prompt, added));
+    for (int64_t b = 0; b < B; ++b)
+      added[b].push_back(std::max_element(lg.begin() + b * V, lg.begin() + (b + 1) * V) - (lg.begin() + b * V));
+  }
+  return added;
+}
+
 }  // namespace
 
 TEST_SUITE("model_decoder") {
@@ -178,6 +287,13 @@ TEST_SUITE("model_decoder") {
         CHECK(out.router_counts.empty());
         CHECK(out.aux_loss.item() == 0.0);
       }
+      // bf16 compute mode (operands of every product rounded to bf16): close to f32, but not equal.
+      DecoderOutput bf = dec.forward(x, from_vector(pos, {2, 5}, DType::I64), from_vector(keep, {2, 5}, DType::U8),
+                                     from_vector(std::vector<int64_t>{0, 2}, {2}, DType::I64), nullptr, nullptr,
+                                     Compute{DType::BF16});
+      const double diff = max(abs(sub(bf.hidden, out.hidden))).item();
+      CHECK(diff > 0);
+      CHECK(diff < 0.05);
       // The hidden state is RMS-normalised: mean square 1 per token (norm weight 1 at init).
       const std::vector<float> h = out.hidden.to_vector<float>();
       double ms = 0;
@@ -409,5 +525,138 @@ TEST_SUITE("model_decoder") {
     check_gradient(loss, ps.get(p + "experts.0.gate_proj.weight"), {1, 77}, "expert 0 gate_proj", 1e-3);
     check_gradient(loss, ps.get(p + "experts.2.down_proj.weight"), {5, 150}, "expert 2 down_proj", 1e-3);
     check_gradient(loss, ps.get(p + "experts.3.up_proj.weight"), {9, 200}, "expert 3 up_proj", 1e-3);
+  }
+
+  TEST_CASE("generate: greedy equals argmax of full re-runs; stop token; errors") {
+    ModelConfig cfg = tiny_model_config();
+    MoonModel model(cfg);
+    spread_params(model.params(), 23);
+    ModelBatch prompt = prompt_batch(cfg);
+    REQUIRE(prompt.token_ids.size(1) == 15);  // rows of 11, 5 and 15 kept tokens, right-padded
+    const std::vector<std::vector<int64_t>> ref = greedy_by_rerun(model, prompt, 8);
+    GenerateOptions opt;
+    opt.max_new_tokens = 8;
+    const std::vector<std::vector<int64_t>> got = generate(model, prompt, opt);
+    CHECK(got == ref);
+    std::set<int64_t> distinct;
+    for (const auto& r : got) distinct.insert(r.begin(), r.end());
+    CHECK(distinct.size() >= 3);  // not a degenerate constant output
+
+    // A stop token ends its row after emitting it; the other rows go on until they emit it.
+    opt.stop_token = ref[0][2];
+    const std::vector<std::vector<int64_t>> stopped = generate(model, prompt, opt);
+    for (size_t b = 0; b < ref.size(); ++b) {
+      auto at = std::find(ref[b].begin(), ref[b].end(), opt.stop_token);
+      std::vector<int64_t> expect(ref[b].begin(), at == ref[b].end() ? at : at + 1);
+      CHECK(stopped[b] == expect);
+    }
+    CHECK(stopped[0].size() <= 3);
+
+    opt.max_new_tokens = 0;
+    CHECK(generate(model, prompt, opt) == std::vector<std::vector<int64_t>>(3));
+    opt.max_new_tokens = 4;
+    opt.temperature = -1;
+    CHECK(test::error_of([&] { generate(model, prompt, opt); }) ==
+          "generate: temperature (-1) must be a finite number >= 0 (0 = greedy)");
+    opt.temperature = 1;
+    opt.top_p = 1.5;
+    CHECK(test::error_of([&] { generate(model, prompt, opt); }) == "generate: top_p (1.5) must be in [0, 1]");
+  }
+
+  TEST_CASE("generate: seeded sampling is deterministic, top_p -> 0 is greedy, draws follow softmax") {
+    ModelConfig cfg = tiny_model_config();
+    MoonModel model(cfg);
+    spread_params(model.params(), 29);
+    ModelBatch prompt = prompt_batch(cfg);
+    GenerateOptions opt;
+    opt.max_new_tokens = 8;
+    const std::vector<std::vector<int64_t>> greedy = generate(model, prompt, opt);
+    opt.temperature = 1.0;
+    opt.top_p = 0.95;
+    opt.seed = 42;
+    const auto a = generate(model, prompt, opt), b = generate(model, prompt, opt);
+    CHECK(a == b);
+    opt.seed = 43;
+    CHECK(generate(model, prompt, opt) != a);
+    CHECK(a != greedy);
+    opt.top_p = 0.0;
+    CHECK(generate(model, prompt, opt) == greedy);
+    opt.top_p = 1e-7;
+    opt.temperature = 2.5;
+    CHECK(generate(model, prompt, opt) == greedy);
+
+    // The first token of row 1 over 400 seeds: frequencies follow softmax(logits / 0.8).
+    const double temperature = 0.8;
+    const std::vector<float> lg = last_logits(model, prompt);
+    const int64_t V = cfg.decoder.vocab;
+    std::vector<double> p(V);
+    double total = 0;
+    for (int64_t v = 0; v < V; ++v) total += (p[v] = std::exp(lg[V + v] / temperature));
+    for (auto& x : p) x /= total;
+    const int64_t top = std::max_element(p.begin(), p.end()) - p.begin();
+    opt.max_new_tokens = 1;
+    opt.temperature = temperature;
+    opt.top_p = 1.0;
+    const int draws = 400;
+    int hits = 0;
+    for (int s = 0; s < draws; ++s) {
+      opt.seed = 1000 + s;
+      hits += generate(model, prompt, opt)[1][0] == top;
+    }
+    const double sd = std::sqrt(p[top] * (1 - p[top]) / draws);
+    INFO("top token probability ", p[top], ", drawn ", hits, " of ", draws);
+    CHECK(p[top] > 0.1);
+    CHECK(p[top] < 0.9);
+    CHECK(std::abs(hits / double(draws) - p[top]) < 4 * sd);
+  }
+
+  TEST_CASE("token_logprobs equals log_softmax of the logits gathered by hand, and is differentiable") {
+    ModelConfig cfg = tiny_model_config();
+    MoonModel model(cfg);
+    spread_params(model.params(), 37);
+    std::vector<InputRow> rows(3);
+    rows[0].text = {10, 11, 12};
+    rows[0].image = 0;
+    rows[0].reasoning = {20, 21, 22, 23};
+    rows[0].has_reasoning = true;
+    rows[1].text = {14, 15};
+    rows[1].reasoning = {24};
+    rows[1].has_reasoning = true;
+    rows[2].image = 1;
+    Generator gen(2);
+    ModelBatch batch = assemble(rows, randn({2, 3, 16, 16}, gen), SpecialTokens{}, cfg);
+    Tensor lp = token_logprobs(model, batch);
+    const int64_t B = 3, T = batch.token_ids.size(1), V = cfg.decoder.vocab;
+    REQUIRE(lp.shape() == Shape({B, T}));
+    std::vector<float> ref;
+    {
+      NoGradGuard no_grad;
+      MoonModel::Prepared p = model.prepare(batch);
+      DecoderOutput o = model.decoder().forward(p.inputs, batch.positions, batch.keep, batch.modality,
+                                                model.fire_hook(p, batch), nullptr, Compute{});
+      ref = log_softmax(model.decoder().logits(o.hidden, Compute{}), -1).to_vector<float>();  // (B, T, V)
+    }
+    const std::vector<float> got = lp.to_vector<float>();
+    const std::vector<int64_t> ids = batch.token_ids.to_vector<int64_t>(), slot = batch.vision_slot.to_vector<int64_t>();
+    const std::vector<uint8_t> keep = batch.keep.to_vector<uint8_t>();
+    int64_t scored = 0;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t i = b * T + t;
+        const bool counts = t > 0 && keep[i] && slot[i] < 0;
+        const float expect = counts ? ref[(i - 1) * V + ids[i]] : 0.0f;
+        scored += counts;
+        INFO("row ", b, " position ", t);
+        CHECK(std::abs(got[i] - expect) < 1e-6);
+      }
+    // Kept tokens minus the first and the vision tokens: row 0 has 17 (im_start image 4v /image 3 text think
+    // 4 reasoning /think emb), row 1 has 7, row 2 has 8 (im_start image 4v /image emb).
+    CHECK(scored == (17 - 1 - 4) + (7 - 1) + (8 - 1 - 4));
+    Tensor total = sum(lp);
+    total.backward();
+    const Tensor& w = model.params().get("model.layers.1.self_attn.q_proj.weight");
+    REQUIRE(w.grad().defined());
+    const std::vector<float> g = w.grad().to_vector<float>();
+    CHECK(std::any_of(g.begin(), g.end(), [](float v) { return v != 0.0f; }));
   }
 }
