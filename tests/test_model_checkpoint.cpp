@@ -211,3 +211,178 @@ TEST_SUITE("model_checkpoint") {
     CHECK(bit_equal(back->params().get("head.proj.weight"), m.params().get("head.proj.weight")));
   }
 }
+
+// ---- model_embed: `moon embed` end to end (the binary beside moon_tests), on a manifest of real PNGs.
+#include <stb/stb_image_write.h>
+
+#include <fstream>
+#include <random>
+
+#include "io/bpe_tokenizer.h"
+#include "io/manifest.h"
+#include "io/npy.h"
+#include "io/product_text.h"
+
+namespace {
+
+// The `moon` binary of this build (next to moon_tests).
+std::string moon_binary() {
+  const std::string path = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "moon").string();
+  REQUIRE_MESSAGE(std::filesystem::exists(path), "build the `moon` target too: ", path, " is missing");
+  return path;
+}
+
+struct Run {
+  int status;
+  std::string out, err;
+};
+
+// Runs `moon embed ARGS` with stdout and stderr captured.
+Run embed(const TempDir& dir, const std::string& args) {
+  const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
+  const std::string cmd = "OMP_NUM_THREADS=2 " + moon_binary() + " embed " + args + " >" + out + " 2>" + err;
+  const int status = std::system(cmd.c_str());
+  return {status, io::read_file_text(out), io::read_file_text(err)};
+}
+
+// A random 24 x 20 RGB PNG.
+void write_png(const std::string& path, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::vector<uint8_t> rgb(24 * 20 * 3);  // (H, W, C) row-major u8
+  for (auto& v : rgb) v = static_cast<uint8_t>(gen());
+  REQUIRE(stbi_write_png(path.c_str(), 20, 24, 3, rgb.data(), 20 * 3) != 0);
+}
+
+// A manifest of 6 products: image+text, text only, a broken image with text, image only.
+std::vector<io::Product> write_shop(const TempDir& dir) {
+  io::make_dirs(dir / "images");
+  std::vector<io::Product> p(6);
+  const char* titles[6] = {"red cotton shirt", "blue denim jeans", "plain leather belt", "wool scarf", "", "silk tie"};
+  for (int i = 0; i < 6; ++i) {
+    p[i].id = std::string("p").append(std::to_string(i));
+    p[i].title = titles[i];
+    p[i].category = {"fashion", i % 2 ? "bottoms" : "tops"};
+    if (i != 2) p[i].images = {"images/" + p[i].id + ".png"};
+    if (i == 0) p[i].attributes = {{"colour", "red"}};
+    if (i != 2 && i != 3) write_png(dir / ("images/" + p[i].id + ".png"), 100 + i);
+  }
+  io::write_file_atomic(dir / "images/p3.png", "not a png at all");
+  io::write_manifest(dir / "shop.jsonl", p);
+  return p;
+}
+
+Tensor load(const std::string& path) { return io::load_npy(path); }
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  const auto x = a.to_vector<float>(), y = b.to_vector<float>();
+  REQUIRE(x.size() == y.size());
+  double m = 0;
+  for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(double(x[i]) - double(y[i])));
+  return m;
+}
+
+}  // namespace
+
+TEST_SUITE("model_embed") {
+  TEST_CASE("a manifest: n unit rows in order, the broken image reported, batch-independent, single inputs") {
+    TempDir dir("embed");
+    const auto products = write_shop(dir);
+    const std::string manifest = dir / "shop.jsonl";
+    Run r = embed(dir, "--config tiny --manifest " + manifest + " --out " + (dir / "E.npy") + " --batch 4 --workers 1");
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    CHECK(r.out.rfind("embedded 6 products in ", 0) == 0);
+    CHECK(test::contains(r.out, " products/s (batch 4, threads 2, f32)\n"));
+    CHECK(test::contains(r.err, "moon embed: warning: " + manifest + ":4: product 'p3': " + (dir / "images/p3.png")));
+    CHECK(test::contains(r.err, "; embedded from its text only\n"));
+    CHECK(test::contains(r.err, "moon embed: 6 / 6 products, "));
+    const Tensor e = load(dir / "E.npy");
+    REQUIRE(e.shape() == Shape{6, 64});
+    for (int64_t i = 0; i < 6; ++i) {
+      double norm = 0;
+      for (float v : e.select(0, i).to_vector<float>()) norm += double(v) * v;
+      CHECK(std::abs(std::sqrt(norm) - 1.0) < 1e-5);
+    }
+    CHECK(io::read_file_text(dir / "E.ids.jsonl") ==
+          "{\"id\":\"p0\",\"row\":0}\n{\"id\":\"p1\",\"row\":1}\n{\"id\":\"p2\",\"row\":2}\n{\"id\":\"p3\",\"row\":3}\n"
+          "{\"id\":\"p4\",\"row\":4}\n{\"id\":\"p5\",\"row\":5}\n");
+
+    // every product alone (batch 1) gives the same rows
+    r = embed(dir, "--config tiny --manifest " + manifest + " --out " + (dir / "E1.npy") + " --batch 1 --workers 0");
+    REQUIRE(r.status == 0);
+    CHECK(max_abs_diff(load(dir / "E1.npy"), e) <= 1e-5);
+
+    // single inputs: the text-only product from --text, the image-only product from --image
+    r = embed(dir, "--config tiny --text '" + io::product_text(products[2]) + "' --out " + (dir / "t.npy"));
+    REQUIRE(r.status == 0);
+    CHECK(max_abs_diff(load(dir / "t.npy"), e.slice(0, 2, 3)) <= 1e-5);
+    CHECK(io::read_file_text(dir / "t.ids.jsonl") == "{\"id\":\"plain leather belt\",\"row\":0}\n");
+    r = embed(dir, "--config tiny --image " + (dir / "images/p4.png") + " --out " + (dir / "i.npy"));
+    REQUIRE(r.status == 0);
+    CHECK(max_abs_diff(load(dir / "i.npy"), e.slice(0, 4, 5)) <= 1e-5);
+    r = embed(dir, "--config tiny --image " + (dir / "images/p0.png") + " --text '" + io::product_text(products[0]) +
+                       "' --out " + (dir / "it.npy"));
+    REQUIRE(r.status == 0);
+    CHECK(max_abs_diff(load(dir / "it.npy"), e.slice(0, 0, 1)) <= 1e-5);
+
+    // a Matryoshka prefix
+    r = embed(dir, "--config tiny --manifest " + manifest + " --out " + (dir / "d.npy") + " --dim 16");
+    REQUIRE(r.status == 0);
+    const Tensor d = load(dir / "d.npy");
+    REQUIRE(d.shape() == Shape{6, 16});
+    CHECK(max_abs_diff(d, model::embedding_prefix(e, 16)) <= 1e-5);
+  }
+
+  TEST_CASE("a checkpoint with its tokenizer; errors: bad image with stop, cuda, vocabulary") {
+    TempDir dir("embed");
+    write_shop(dir);
+    const std::string manifest = dir / "shop.jsonl";
+    model::MoonModel m(model::load_config("tiny"));
+    // a tokenizer with the specials first and merges past a 270-token vocabulary
+    std::vector<std::string> tokens(std::begin(io::kSpecialTokens), std::end(io::kSpecialTokens));
+    for (int b = 0; b < 256; ++b) tokens.emplace_back(1, static_cast<char>(b));
+    std::vector<std::pair<int32_t, int32_t>> merges;
+    for (const char* pair : {"re", "ot", "on", "sh", "ir", "ea", "th"}) {
+      merges.emplace_back(9 + static_cast<unsigned char>(pair[0]), 9 + static_cast<unsigned char>(pair[1]));
+      tokens.emplace_back(pair);
+    }
+    std::vector<int32_t> added;
+    for (int32_t i = 0; i < 9; ++i) added.push_back(i);
+    const io::BpeTokenizer tok = io::BpeTokenizer::from_vocab(tokens, merges, added, io::PreTokenizer::Qwen2);
+    tok.save(dir / "tok");
+    model::save_checkpoint(dir / "m.safetensors", m, {{"moon.tokenizer", io::read_file_text(dir / "tok/tokenizer.json")}});
+
+    Run r = embed(dir, "--model " + (dir / "m.safetensors") + " --manifest " + manifest + " --out " + (dir / "E.npy"));
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    CHECK(test::contains(r.out, "tokenizer: the checkpoint's moon.tokenizer"));
+    Run same = embed(dir, "--config tiny --tokenizer " + (dir / "tok") + " --manifest " + manifest + " --out " + (dir / "F.npy"));
+    REQUIRE(same.status == 0);
+    CHECK(max_abs_diff(load(dir / "E.npy"), load(dir / "F.npy")) == 0);
+
+    r = embed(dir, "--config tiny --manifest " + manifest + " --out " + (dir / "E.npy") + " --bad-images stop");
+    CHECK(r.status != 0);
+    CHECK(test::contains(r.err, "moon embed: error: " + manifest + ":4: product 'p3': " + (dir / "images/p3.png")));
+
+    r = embed(dir, "--config tiny --text shirt --out " + (dir / "E.npy") + " --device cuda");
+    CHECK(r.status != 0);
+    CHECK(r.err == "moon embed: error: --device cuda: this build of moon has no CUDA backend for the model yet (its ops "
+                   "run on the CPU only); use --device cpu\n");
+
+    model::ModelConfig small_vocab = model::load_config("tiny");
+    small_vocab.decoder.vocab = 270;
+    io::write_file_atomic(dir / "v270.json", small_vocab.to_json());
+    r = embed(dir, "--config " + (dir / "v270.json") + " --tokenizer " + (dir / "tok") + " --manifest " + manifest +
+                       " --out " + (dir / "E.npy"));
+    CHECK(r.status != 0);
+    CHECK(test::contains(r.err, "moon embed: error: " + manifest + ":2: product 'p1': token id 270 is outside"));
+    CHECK(test::contains(r.err, " is outside the model's vocabulary (decoder.vocab = 270); pass --tokenizer T (the "
+                                "tokenizer the model was trained with)\n"));
+    small_vocab.decoder.vocab = 200;
+    io::write_file_atomic(dir / "v200.json", small_vocab.to_json());
+    r = embed(dir, "--config " + (dir / "v200.json") + " --text shirt --out " + (dir / "E.npy"));
+    CHECK(r.err == "moon embed: error: the model's vocabulary (decoder.vocab = 200) is smaller than the byte-level "
+                   "tokenizer's 265 tokens and the checkpoint stores no tokenizer; pass --tokenizer T (the tokenizer "
+                   "the model was trained with)\n");
+  }
+}
