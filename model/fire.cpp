@@ -35,9 +35,9 @@ std::vector<Tensor> Fire::project(const std::vector<Tensor>& layer_outputs, cons
   std::vector<Tensor> out;
   for (size_t j = 0; j < pairs_.size(); ++j) {
     const Pair& p = pairs_[j];
-    MOON_CHECK(p.vision_layer >= 1 && p.vision_layer <= static_cast<int64_t>(layer_outputs.size()),
-               "fire: pair ", j, " reads vision layer ", p.vision_layer, " but the encoder has ",
-               layer_outputs.size(), " layer outputs (1-based)");
+    MOON_CHECK(p.vision_layer >= 1 && p.vision_layer <= static_cast<int64_t>(layer_outputs.size()), "fire: pair ", j,
+               " reads vision layer ", p.vision_layer, " but the encoder has ", layer_outputs.size(),
+               " layer outputs (1-based)");
     const Tensor& x = layer_outputs[static_cast<size_t>(p.vision_layer - 1)];  // (Bi, N, Cv)
     Tensor normed = layer_norm(x, p.norm_w, p.norm_b, config_.vision.layer_norm_eps);
     Tensor merged = merge_patches(normed, config_.projector.merge);  // (Bi, M, m^2 Cv)
@@ -70,7 +70,7 @@ Tensor Fire::inject(int64_t decoder_layer, const Tensor& x, const std::vector<Te
                ")");
     // Host-side: slots with -1 read row 0 (masked out below); the mask marks vision positions.
     std::vector<int64_t> slots = vision_slot.contiguous().to_vector<int64_t>();  // (B*T)
-    std::vector<uint8_t> at_vision(slots.size());                                 // (B*T)
+    std::vector<uint8_t> at_vision(slots.size());                                // (B*T)
     for (size_t i = 0; i < slots.size(); ++i) {
       at_vision[i] = slots[i] >= 0;
       if (slots[i] < 0) slots[i] = 0;

@@ -49,9 +49,9 @@ Tensor Fusion::forward(const Tensor& summary, const Tensor& features, const Tens
              "fusion: features must be (B, N, Cv) = (", B, ", N, ", Cv, "), got ", desc_of(features));
   MOON_CHECK(has_image.defined() && has_image.dtype() == DType::U8 && has_image.shape() == Shape({B}),
              "fusion: has_image must be u8 (", B, "), got ", desc_of(has_image));
-  MOON_CHECK(token_embeds.defined() && token_embeds.dim() == 3 && token_embeds.size(0) == B &&
-                 token_embeds.size(2) == C,
-             "fusion: token_embeds must be (B, T, C) = (", B, ", T, ", C, "), got ", desc_of(token_embeds));
+  MOON_CHECK(
+      token_embeds.defined() && token_embeds.dim() == 3 && token_embeds.size(0) == B && token_embeds.size(2) == C,
+      "fusion: token_embeds must be (B, T, C) = (", B, ", T, ", C, "), got ", desc_of(token_embeds));
   const int64_t N = features.size(1), T = token_embeds.size(1);
   MOON_CHECK(text_mask.defined() && text_mask.dtype() == DType::U8 && text_mask.shape() == Shape({B, T}),
              "fusion: text_mask must be u8 (B, T) = (", B, ", ", T, "), got ", desc_of(text_mask));
@@ -80,9 +80,9 @@ Tensor Fusion::forward(const Tensor& summary, const Tensor& features, const Tens
   attn.key_keep = text_mask.contiguous();  // (B, T)
   Tensor o_t = scaled_dot_product_attention(q, heads(dense(token_embeds, tk_w_, tk_b_, compute), T),
                                             heads(dense(token_embeds, tv_w_, tv_b_, compute), T), attn);
-  o_v = o_v.reshape({B, Hf, dh});                                           // (B, Hf, dh), zeros without image
-  o_t = o_t.reshape({B, Hf, dh});                                           // (B, Hf, dh), zeros without text
-  Tensor o_s = dense(summary, s_w_, s_b_, compute).reshape({B, Hf, dh});    // (B, Hf, dh)
+  o_v = o_v.reshape({B, Hf, dh});                                         // (B, Hf, dh), zeros without image
+  o_t = o_t.reshape({B, Hf, dh});                                         // (B, Hf, dh), zeros without text
+  Tensor o_s = dense(summary, s_w_, s_b_, compute).reshape({B, Hf, dh});  // (B, Hf, dh)
 
   Tensor logits = dense(summary, g_w_, g_b_, compute).reshape({B, Hf, 3});  // (B, Hf, 3) [summary, visual, text]
   logits = masked_fill(logits, from_vector(drop, {B, 1, 3}, DType::U8), -std::numeric_limits<double>::infinity());

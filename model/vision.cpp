@@ -30,16 +30,16 @@ Tensor activation(const Tensor& x, const std::string& act) {
 // Checks pixels against (Bi, 3, S, S) f32 with S a positive multiple of the patch size.
 void check_pixels(const Tensor& pixels, int64_t patch) {
   MOON_CHECK(pixels.defined(), "vision: pixels is undefined; expected (Bi, 3, S, S) f32");
-  const std::string expected = "expected (Bi, 3, S, S) f32 with S a positive multiple of the patch size " +
-                               std::to_string(patch);
+  const std::string expected =
+      "expected (Bi, 3, S, S) f32 with S a positive multiple of the patch size " + std::to_string(patch);
   MOON_CHECK(pixels.dim() == 4, "vision: pixels ", pixels.desc(), " has rank ", pixels.dim(), "; ", expected);
   MOON_CHECK(pixels.dtype() == DType::F32, "vision: pixels ", pixels.desc(), " is not f32; ", expected);
   MOON_CHECK(pixels.size(0) >= 1, "vision: pixels ", pixels.desc(), " holds no image; ", expected);
   MOON_CHECK(pixels.size(1) == 3, "vision: pixels ", pixels.desc(), " has ", pixels.size(1), " channels, not 3; ",
              expected);
   MOON_CHECK(pixels.size(2) == pixels.size(3), "vision: pixels ", pixels.desc(), " is not square; ", expected);
-  MOON_CHECK(pixels.size(2) >= patch && pixels.size(2) % patch == 0, "vision: pixels ", pixels.desc(),
-             " has side ", pixels.size(2), ", not a multiple of the patch size; ", expected);
+  MOON_CHECK(pixels.size(2) >= patch && pixels.size(2) % patch == 0, "vision: pixels ", pixels.desc(), " has side ",
+             pixels.size(2), ", not a multiple of the patch size; ", expected);
 }
 
 }  // namespace
@@ -101,11 +101,11 @@ VisionOutput VisionEncoder::forward(const Tensor& pixels, const Compute& compute
   Tensor pos = pos_emb_;  // (L, Cv) at the config's size
   const int64_t g0 = config_.grid();
   if (g != g0) {
-    Tensor grid = pos_emb_.slice(0, first, first + g0 * g0);  // (g0*g0, Cv)
-    Tensor resize = bicubic_matrix(g0, g);                      // (g, g0)
+    Tensor grid = pos_emb_.slice(0, first, first + g0 * g0);                         // (g0*g0, Cv)
+    Tensor resize = bicubic_matrix(g0, g);                                           // (g, g0)
     Tensor rows = matmul(resize, grid.reshape({g0, g0 * Cv})).reshape({g, g0, Cv});  // (g, g0, Cv) along y
     Tensor both = matmul(resize, rows).reshape({N, Cv});                             // (g, g, Cv) along x
-    pos = cls ? concat({pos_emb_.slice(0, 0, 1), both}, 0) : both;                  // (L, Cv)
+    pos = cls ? concat({pos_emb_.slice(0, 0, 1), both}, 0) : both;                   // (L, Cv)
   }
   x = add(x, pos);  // (Bi, L, Cv)
   if (cls) x = layer_norm(x, pre_ln_w_, pre_ln_b_, eps);
@@ -120,15 +120,15 @@ VisionOutput VisionEncoder::forward(const Tensor& pixels, const Compute& compute
       return dense(a, w, b, compute).reshape({Bi, L, H, dh}).transpose(1, 2);
     };
     Tensor o = scaled_dot_product_attention(heads(l.q_w, l.q_b), heads(l.k_w, l.k_b), heads(l.v_w, l.v_b), attn);
-    o = o.transpose(1, 2).reshape({Bi, L, Cv});             // (Bi, L, Cv)
-    Tensor h = add(x, dense(o, l.o_w, l.o_b, compute));    // (Bi, L, Cv)
+    o = o.transpose(1, 2).reshape({Bi, L, Cv});          // (Bi, L, Cv)
+    Tensor h = add(x, dense(o, l.o_w, l.o_b, compute));  // (Bi, L, Cv)
     Tensor m = layer_norm(h, l.ln2_w, l.ln2_b, eps);
     m = dense(activation(dense(m, l.fc1_w, l.fc1_b, compute), config_.act), l.fc2_w, l.fc2_b, compute);
-    x = add(h, m);                                          // (Bi, L, Cv)
+    x = add(h, m);                                            // (Bi, L, Cv)
     out.layer_outputs.push_back(cls ? x.slice(1, 1, L) : x);  // (Bi, N, Cv)
   }
-  Tensor last = cls ? x.slice(1, 1, L) : x;                          // (Bi, N, Cv)
-  out.features = layer_norm(last, post_ln_w_, post_ln_b_, eps);      // (Bi, N, Cv)
+  Tensor last = cls ? x.slice(1, 1, L) : x;                      // (Bi, N, Cv)
+  out.features = layer_norm(last, post_ln_w_, post_ln_b_, eps);  // (Bi, N, Cv)
   return out;
 }
 
@@ -141,26 +141,26 @@ Tensor merge_patches(const Tensor& tokens, int64_t merge) {
   if (merge == 1) return tokens;
   const int64_t Bi = tokens.size(0), N = tokens.size(1), c = tokens.size(2);
   int64_t g = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(N))));
-  MOON_CHECK(g * g == N, "merge_patches: tokens ", tokens.desc(), " has N = ", N,
-             " patches, not a square grid (g*g)");
+  MOON_CHECK(g * g == N, "merge_patches: tokens ", tokens.desc(), " has N = ", N, " patches, not a square grid (g*g)");
   MOON_CHECK(g % merge == 0, "merge_patches: the patch grid side g = ", g, " of tokens ", tokens.desc(),
              " is not divisible by the merge ", merge, "; use an image side that is a multiple of merge * patch size");
   const int64_t h = g / merge;
   // (Bi, N, c) -> (Bi, i, dy, j, dx, c) -> (Bi, i, j, dy, dx, c) -> (Bi, h*h, m*m*c)
-  return tokens.reshape({Bi, h, merge, h, merge, c}).permute({0, 1, 3, 2, 4, 5}).reshape({Bi, h * h, merge * merge * c});
+  return tokens.reshape({Bi, h, merge, h, merge, c})
+      .permute({0, 1, 3, 2, 4, 5})
+      .reshape({Bi, h * h, merge * merge * c});
 }
 
 Tensor bicubic_matrix(int64_t in, int64_t out) {
   MOON_CHECK(in >= 1 && out >= 1, "bicubic_matrix: sizes must be >= 1, got in ", in, ", out ", out);
   const double a = -0.75;
   const double step = static_cast<double>(in) / static_cast<double>(out);  // torch: input / output size
-  std::vector<float> w(static_cast<size_t>(out * in), 0.0f);                 // (out, in) row-major
+  std::vector<float> w(static_cast<size_t>(out * in), 0.0f);               // (out, in) row-major
   for (int64_t o = 0; o < out; ++o) {
     const double src = (static_cast<double>(o) + 0.5) * step - 0.5;  // not clamped at 0 for cubic
     const double base = std::floor(src);
     const double t = src - base;
-    const double coeff[4] = {cubic_far(t + 1.0, a), cubic_near(t, a), cubic_near(1.0 - t, a),
-                             cubic_far(2.0 - t, a)};
+    const double coeff[4] = {cubic_far(t + 1.0, a), cubic_near(t, a), cubic_near(1.0 - t, a), cubic_far(2.0 - t, a)};
     for (int k = 0; k < 4; ++k) {
       int64_t idx = static_cast<int64_t>(base) - 1 + k;
       idx = idx < 0 ? 0 : (idx > in - 1 ? in - 1 : idx);  // clamped border
@@ -176,16 +176,16 @@ Projector::Projector(const ModelConfig& config, ParamStore& params) : merge_(con
   const int64_t in = merge_ * merge_ * config.vision.hidden, Hp = config.projector.hidden, C = config.decoder.hidden;
   w1_ = params.normal("projector.linear_1.weight", {Hp, in}, 0.02);  // (Hp, m^2 Cv)
   b1_ = params.constant("projector.linear_1.bias", {Hp}, 0.0);
-  w2_ = params.normal("projector.linear_2.weight", {C, Hp}, 0.02);   // (C, Hp)
+  w2_ = params.normal("projector.linear_2.weight", {C, Hp}, 0.02);  // (C, Hp)
   b2_ = params.constant("projector.linear_2.bias", {C}, 0.0);
 }
 
 Tensor Projector::forward(const Tensor& features, const Compute& compute) const {
   Tensor merged = merge_patches(features, merge_);  // (Bi, M, m^2 Cv)
-  MOON_CHECK(merged.size(2) == w1_.size(1), "projector: features ", features.desc(), " have width ",
-             features.size(2), " but the projector expects the vision width ", w1_.size(1) / (merge_ * merge_));
+  MOON_CHECK(merged.size(2) == w1_.size(1), "projector: features ", features.desc(), " have width ", features.size(2),
+             " but the projector expects the vision width ", w1_.size(1) / (merge_ * merge_));
   Tensor h = gelu(dense(merged, w1_, b1_, compute), GeluApprox::Erf);  // (Bi, M, Hp)
-  return dense(h, w2_, b2_, compute);                                   // (Bi, M, C)
+  return dense(h, w2_, b2_, compute);                                  // (Bi, M, C)
 }
 
 }  // namespace moon::model

@@ -70,7 +70,8 @@ ModelConfig tiny_model(const std::string& style, int64_t merge, int64_t image_si
 }
 
 // Every parameter redrawn: base + stddev * normal, base 1 for norm weights (so the checks see real values
-// everywhere: nonzero biases and gates, attention that is not uniform). Order-free like the init: each parameter draws from its own stream, keyed by its name.
+// everywhere: nonzero biases and gates, attention that is not uniform). Order-free like the init: each parameter draws
+// from its own stream, keyed by its name.
 void randomize(ParamStore& ps, uint64_t seed, double stddev) {
   for (const auto& [name, p] : ps.all()) {
     const bool norm_weight = name.find("norm") != std::string::npos && name.ends_with(".weight");
@@ -172,8 +173,8 @@ RefVit ref_vit(const VisionConfig& vc, const ParamStore& ps, const Vec& pix, int
   Vec W = get(ps, pre + "embeddings.patch_embedding.weight");  // (Cv, 3, P, P)
   Vec bias = cls ? Vec(Cv, 0.0) : get(ps, pre + "embeddings.patch_embedding.bias");
   Vec pos = get(ps, pre + "embeddings.position_embedding.weight");  // (N0 [+1], Cv)
-  Vec posg(static_cast<size_t>(N * Cv));                           // (N, Cv) at grid g
-  Vec A = bicubic_matrix(g0, g).to_vector<double>();               // (g, g0)
+  Vec posg(static_cast<size_t>(N * Cv));                            // (N, Cv) at grid g
+  Vec A = bicubic_matrix(g0, g).to_vector<double>();                // (g, g0)
   for (int64_t i = 0; i < g; ++i)
     for (int64_t j = 0; j < g; ++j)
       for (int64_t c = 0; c < Cv; ++c) {
@@ -203,7 +204,8 @@ RefVit ref_vit(const VisionConfig& vc, const ParamStore& ps, const Vec& pix, int
                 s += W[((o * 3 + ch) * P + py) * P + px] * pix[((img * 3 + ch) * S + gy * P + py) * S + gx * P + px];
           x[(first + gy * g + gx) * Cv + o] = s + posg[(gy * g + gx) * Cv + o];
         }
-    if (cls) x = ref_layer_norm(x, L, Cv, get(ps, pre + "pre_layrnorm.weight"), get(ps, pre + "pre_layrnorm.bias"), eps);
+    if (cls)
+      x = ref_layer_norm(x, L, Cv, get(ps, pre + "pre_layrnorm.weight"), get(ps, pre + "pre_layrnorm.bias"), eps);
     for (int64_t l = 0; l < vc.layers; ++l) {
       const std::string p = pre + "encoder.layers." + std::to_string(l) + ".";
       auto lin = [&](const Vec& in, int64_t n, int64_t i, const std::string& name, int64_t o) {
@@ -221,7 +223,8 @@ RefVit ref_vit(const VisionConfig& vc, const ParamStore& ps, const Vec& pix, int
       for (size_t i = 0; i < x.size(); ++i) x[i] += f2[i];
       out.layers[l].insert(out.layers[l].end(), x.begin() + first * Cv, x.end());
     }
-    Vec fin = ref_layer_norm(x, L, Cv, get(ps, pre + "post_layernorm.weight"), get(ps, pre + "post_layernorm.bias"), eps);
+    Vec fin =
+        ref_layer_norm(x, L, Cv, get(ps, pre + "post_layernorm.weight"), get(ps, pre + "post_layernorm.bias"), eps);
     out.features.insert(out.features.end(), fin.begin() + first * Cv, fin.end());
   }
   return out;
@@ -245,14 +248,14 @@ Vec ref_merge(const Vec& u, int64_t Bi, int64_t N, int64_t c, int64_t m) {
 // ---- finite differences
 
 struct Probe {
-  Tensor t;                  // a contiguous f32 leaf that requires grad
+  Tensor t;  // a contiguous f32 leaf that requires grad
   std::string what;
-  std::vector<int64_t> at;   // element indices; empty = a spread of 4
+  std::vector<int64_t> at;  // element indices; empty = a spread of 4
 };
 
 // d/dt of sum_k <outs_k, R_k> (R_k fixed random) by autograd vs central differences at the probed elements.
-void check_gradients(const std::function<std::vector<Tensor>()>& run, const std::vector<Probe>& probes,
-                     uint64_t seed, double eps = 2e-2, double tol_abs = 1e-3, double tol_rel = 3e-3) {
+void check_gradients(const std::function<std::vector<Tensor>()>& run, const std::vector<Probe>& probes, uint64_t seed,
+                     double eps = 2e-2, double tol_abs = 1e-3, double tol_rel = 3e-3) {
   std::vector<Tensor> outs = run();
   Generator gen(seed);
   std::vector<Tensor> R;
@@ -318,15 +321,16 @@ TEST_SUITE("model_vision") {
   TEST_CASE("bicubic_matrix equals torch interpolate(mode=bicubic, align_corners=False)") {
     // Printed by torch 1.13 (/usr/bin/python3): interpolate of the identity, (out, in) rows. A 2-D resize of
     // a random grid by torch equals A x A^T with these matrices to 4e-16 (it is separable).
-    const std::vector<std::vector<double>> up46 = {
-        {1.08680556, -0.0868055556, 0, 0},          {0.5, 0.59375, -0.09375, 0},
-        {-0.0868055556, 0.943287037, 0.16087963, -0.0173611111}, {-0.0173611111, 0.16087963, 0.943287037, -0.0868055556},
-        {0, -0.09375, 0.59375, 0.5},                {0, 0, -0.0868055556, 1.08680556}};
-    const std::vector<std::vector<double>> down64 = {
-        {0.7734375, 0.26171875, -0.03515625, 0, 0, 0},
-        {-0.03515625, 0.26171875, 0.87890625, -0.10546875, 0, 0},
-        {0, 0, -0.10546875, 0.87890625, 0.26171875, -0.03515625},
-        {0, 0, 0, -0.03515625, 0.26171875, 0.7734375}};
+    const std::vector<std::vector<double>> up46 = {{1.08680556, -0.0868055556, 0, 0},
+                                                   {0.5, 0.59375, -0.09375, 0},
+                                                   {-0.0868055556, 0.943287037, 0.16087963, -0.0173611111},
+                                                   {-0.0173611111, 0.16087963, 0.943287037, -0.0868055556},
+                                                   {0, -0.09375, 0.59375, 0.5},
+                                                   {0, 0, -0.0868055556, 1.08680556}};
+    const std::vector<std::vector<double>> down64 = {{0.7734375, 0.26171875, -0.03515625, 0, 0, 0},
+                                                     {-0.03515625, 0.26171875, 0.87890625, -0.10546875, 0, 0},
+                                                     {0, 0, -0.10546875, 0.87890625, 0.26171875, -0.03515625},
+                                                     {0, 0, 0, -0.03515625, 0.26171875, 0.7734375}};
     const std::vector<std::vector<double>> up25 = {
         {1.11025, -0.11025}, {0.918, 0.082}, {0.5, 0.5}, {0.082, 0.918}, {-0.11025, 1.11025}};
     const std::vector<std::vector<double>> down43 = {{0.856481481, 0.16087963, -0.0173611111, 0},
@@ -366,11 +370,14 @@ TEST_SUITE("model_vision") {
                 CHECK(m[((b * (g / 2) + i) * (g / 2) + j) * 4 * c + (2 * dy + dx) * c + ch] == want);
               }
     CHECK(merge_patches(u, 1).same(u));
-    CHECK(error_of([&] { merge_patches(arange(0, 2 * 9 * 3).reshape({2, 9, 3}), 2); }) ==
+    CHECK(error_of([&] {
+            merge_patches(arange(0, 2 * 9 * 3).reshape({2, 9, 3}), 2);
+          }) ==
           "merge_patches: the patch grid side g = 3 of tokens f32(2, 9, 3)@cpu is not divisible by the merge 2; use "
           "an image side that is a multiple of merge * patch size");
-    CHECK(error_of([&] { merge_patches(arange(0, 2 * 8 * 3).reshape({2, 8, 3}), 2); }) ==
-          "merge_patches: tokens f32(2, 8, 3)@cpu has N = 8 patches, not a square grid (g*g)");
+    CHECK(error_of([&] {
+            merge_patches(arange(0, 2 * 8 * 3).reshape({2, 8, 3}), 2);
+          }) == "merge_patches: tokens f32(2, 8, 3)@cpu has N = 8 patches, not a square grid (g*g)");
   }
 
   TEST_CASE("output shapes: siglip and clip, merge 1 and 2, the config's size and interpolated sizes") {
@@ -465,16 +472,15 @@ TEST_SUITE("model_vision") {
           return std::vector<Tensor>{vo.features, vo.layer_outputs[0]};
         };
         const std::string p = "vision_model.";
-        std::vector<Probe> probes = {
-            {pixels, "pixels", {}},
-            {ps.get(p + "embeddings.patch_embedding.weight"), "patch_embedding.weight", {}},
-            {ps.get(p + "embeddings.position_embedding.weight"), "position_embedding", {}},
-            {ps.get(p + "encoder.layers.0.self_attn.q_proj.weight"), "q_proj.weight", {}},
-            {ps.get(p + "encoder.layers.0.self_attn.k_proj.bias"), "k_proj.bias", {}},
-            {ps.get(p + "encoder.layers.1.self_attn.v_proj.weight"), "v_proj.weight", {}},
-            {ps.get(p + "encoder.layers.1.mlp.fc1.weight"), "fc1.weight", {}},
-            {ps.get(p + "encoder.layers.0.layer_norm1.weight"), "layer_norm1.weight", {}},
-            {ps.get(p + "post_layernorm.bias"), "post_layernorm.bias", {}}};
+        std::vector<Probe> probes = {{pixels, "pixels", {}},
+                                     {ps.get(p + "embeddings.patch_embedding.weight"), "patch_embedding.weight", {}},
+                                     {ps.get(p + "embeddings.position_embedding.weight"), "position_embedding", {}},
+                                     {ps.get(p + "encoder.layers.0.self_attn.q_proj.weight"), "q_proj.weight", {}},
+                                     {ps.get(p + "encoder.layers.0.self_attn.k_proj.bias"), "k_proj.bias", {}},
+                                     {ps.get(p + "encoder.layers.1.self_attn.v_proj.weight"), "v_proj.weight", {}},
+                                     {ps.get(p + "encoder.layers.1.mlp.fc1.weight"), "fc1.weight", {}},
+                                     {ps.get(p + "encoder.layers.0.layer_norm1.weight"), "layer_norm1.weight", {}},
+                                     {ps.get(p + "post_layernorm.bias"), "post_layernorm.bias", {}}};
         if (vc.class_token()) {
           probes.push_back({ps.get(p + "embeddings.class_embedding"), "class_embedding", {}});
           probes.push_back({ps.get(p + "pre_layrnorm.weight"), "pre_layrnorm.weight", {}});
@@ -493,8 +499,10 @@ TEST_SUITE("model_vision") {
     CHECK(err(zeros({2, 3, 8})) == "vision: pixels f32(2, 3, 8)@cpu has rank 3" + want);
     CHECK(err(zeros({2, 1, 8, 8})) == "vision: pixels f32(2, 1, 8, 8)@cpu has 1 channels, not 3" + want);
     CHECK(err(zeros({2, 3, 8, 12})) == "vision: pixels f32(2, 3, 8, 12)@cpu is not square" + want);
-    CHECK(err(zeros({2, 3, 10, 10})) == "vision: pixels f32(2, 3, 10, 10)@cpu has side 10, not a multiple of the patch size" + want);
-    CHECK(err(zeros({2, 3, 0, 0})) == "vision: pixels f32(2, 3, 0, 0)@cpu has side 0, not a multiple of the patch size" + want);
+    CHECK(err(zeros({2, 3, 10, 10})) ==
+          "vision: pixels f32(2, 3, 10, 10)@cpu has side 10, not a multiple of the patch size" + want);
+    CHECK(err(zeros({2, 3, 0, 0})) ==
+          "vision: pixels f32(2, 3, 0, 0)@cpu has side 0, not a multiple of the patch size" + want);
     CHECK(err(zeros({0, 3, 8, 8})) == "vision: pixels f32(0, 3, 8, 8)@cpu holds no image" + want);
     CHECK(err(zeros({2, 3, 8, 8}, DType::BF16)) == "vision: pixels bf16(2, 3, 8, 8)@cpu is not f32" + want);
     CHECK(err(Tensor()) == "vision: pixels is undefined; expected (Bi, 3, S, S) f32");
@@ -518,9 +526,9 @@ TEST_SUITE("model_vision") {
     Fire fire{cfg, ps};
     std::vector<Tensor> layers = {random_tensor({2, 16, 8}, 31, true), random_tensor({2, 16, 8}, 32, true)};
     Tensor x = random_tensor({3, 7, 8}, 33, true);
-    Tensor slots = from_vector(std::vector<int64_t>{-1, 0, 1, 2, 3, -1, -1,  //
+    Tensor slots = from_vector(std::vector<int64_t>{-1, 0,  1,  2,  3,  -1, -1,  //
                                                     -1, -1, -1, -1, -1, -1, -1,  //
-                                                    -1, -1, 4, 5, 6, 7, -1},
+                                                    -1, -1, 4,  5,  6,  7,  -1},
                                {3, 7}, DType::I64);
   };
 
@@ -603,8 +611,9 @@ TEST_SUITE("model_vision") {
   TEST_CASE("FIRE errors name the tensor") {
     FireCase fc;
     std::vector<Tensor> r = fc.fire.project(fc.layers, Compute{});
-    CHECK(error_of([&] { fc.fire.inject(0, fc.x, r, zeros({3, 7}, DType::I64).slice(1, 0, 6)); }) ==
-          "fire: vision_slot must be i64 (B, T) = (3, 7), got i64(3, 6)@cpu");
+    CHECK(error_of([&] {
+            fc.fire.inject(0, fc.x, r, zeros({3, 7}, DType::I64).slice(1, 0, 6));
+          }) == "fire: vision_slot must be i64 (B, T) = (3, 7), got i64(3, 6)@cpu");
     CHECK(error_of([&] { fc.fire.inject(0, fc.x, {r[0]}, fc.slots); }) ==
           "fire: 1 projected features for 3 pairs; pass the result of Fire::project");
     CHECK(error_of([&] { fc.fire.project({fc.layers[0]}, Compute{}); }) ==
@@ -635,7 +644,8 @@ TEST_SUITE("model_vision") {
     auto lin = [&](const Vec& x, int64_t n, int64_t in, const std::string& name, int64_t out) {
       return ref_linear(x, n, in, P(name + ".weight"), P(name + ".bias"), out);
     };
-    Vec s = fc.summary.to_vector<double>(), feats = fc.features.to_vector<double>(), emb = fc.embeds.to_vector<double>();
+    Vec s = fc.summary.to_vector<double>(), feats = fc.features.to_vector<double>(),
+        emb = fc.embeds.to_vector<double>();
     std::vector<uint8_t> img = fc.has_image.to_vector<uint8_t>(), tm = fc.text_mask.to_vector<uint8_t>();
     Vec out;
     for (int64_t b = 0; b < B; ++b) {
@@ -646,8 +656,10 @@ TEST_SUITE("model_vision") {
       bool any_text = false;
       for (uint8_t k : txt_keep) any_text = any_text || k;
       Vec q = lin(sb, 1, C, "q_proj", F);
-      Vec ov = ref_attention(q, lin(fb, N, Cv, "visual_k_proj", F), lin(fb, N, Cv, "visual_v_proj", F), 1, N, F, Hf, vis_keep);
-      Vec ot = ref_attention(q, lin(eb, T, C, "text_k_proj", F), lin(eb, T, C, "text_v_proj", F), 1, T, F, Hf, txt_keep);
+      Vec ov = ref_attention(q, lin(fb, N, Cv, "visual_k_proj", F), lin(fb, N, Cv, "visual_v_proj", F), 1, N, F, Hf,
+                             vis_keep);
+      Vec ot =
+          ref_attention(q, lin(eb, T, C, "text_k_proj", F), lin(eb, T, C, "text_v_proj", F), 1, T, F, Hf, txt_keep);
       Vec os = lin(sb, 1, C, "summary_proj", F);
       Vec logits = lin(sb, 1, C, "gate_proj", 3 * Hf);
       Vec mixed(F);
@@ -685,9 +697,9 @@ TEST_SUITE("model_vision") {
     Tensor base = fc.run();
     {
       NoGradGuard no_grad;
-      float* feats = fc.features.data<float>();    // row 2 has no image: scribble over its features
+      float* feats = fc.features.data<float>();  // row 2 has no image: scribble over its features
       for (int64_t i = 2 * 128; i < 3 * 128; ++i) feats[i] = 100.0f * std::sin(float(i));
-      float* emb = fc.embeds.data<float>();        // row 1 has no text, row 3 masks keys 0, 2, 4
+      float* emb = fc.embeds.data<float>();  // row 1 has no text, row 3 masks keys 0, 2, 4
       for (int64_t i = 40; i < 80; ++i) emb[i] = -50.0f;
       for (int64_t t : {0, 2, 4})
         for (int64_t c = 0; c < 8; ++c) emb[(3 * 5 + t) * 8 + c] = 7.0f;
@@ -707,30 +719,33 @@ TEST_SUITE("model_vision") {
     Tensor only_summary = fc.fusion.forward(fc.summary, fc.features, no_image, fc.embeds, none, Compute{});
     Vec os = ref_linear(fc.summary.to_vector<double>(), 4, 8, get(fc.ps, "fusion.summary_proj.weight"),
                         get(fc.ps, "fusion.summary_proj.bias"), 8);
-    check_close(only_summary, ref_linear(os, 4, 8, get(fc.ps, "fusion.out_proj.weight"),
-                                         get(fc.ps, "fusion.out_proj.bias"), 6),
-                1e-5, "summary only");
+    check_close(only_summary,
+                ref_linear(os, 4, 8, get(fc.ps, "fusion.out_proj.weight"), get(fc.ps, "fusion.out_proj.bias"), 6), 1e-5,
+                "summary only");
   }
 
   TEST_CASE("Fusion gradients match finite differences") {
     FusionCase fc;
     randomize(fc.ps, 14, 0.5);
     auto run = [&] { return std::vector<Tensor>{fc.run()}; };
-    std::vector<Probe> probes = {{fc.summary, "summary", {}}, {fc.features, "features", {0, 77, 300, 500}},
+    std::vector<Probe> probes = {{fc.summary, "summary", {}},
+                                 {fc.features, "features", {0, 77, 300, 500}},
                                  {fc.embeds, "token_embeds", {0, 20, 100, 150}}};
-    for (const char* n : {"q_proj.weight", "summary_proj.bias", "gate_proj.weight", "gate_proj.bias",
-                          "visual_k_proj.weight", "visual_v_proj.bias", "text_k_proj.weight", "text_v_proj.weight",
-                          "out_proj.weight", "out_proj.bias"})
+    for (const char* n :
+         {"q_proj.weight", "summary_proj.bias", "gate_proj.weight", "gate_proj.bias", "visual_k_proj.weight",
+          "visual_v_proj.bias", "text_k_proj.weight", "text_v_proj.weight", "out_proj.weight", "out_proj.bias"})
       probes.push_back({fc.ps.get(std::string("fusion.") + n), n, {}});
     check_gradients(run, probes, 55);
   }
 
   TEST_CASE("Fusion shape errors name the tensor") {
     FusionCase fc;
-    CHECK(error_of([&] { fc.fusion.forward(fc.summary, fc.features, fc.has_image, fc.embeds, zeros({4, 5}), Compute{}); }) ==
-          "fusion: text_mask must be u8 (B, T) = (4, 5), got f32(4, 5)@cpu");
-    CHECK(error_of([&] { fc.fusion.forward(fc.summary, fc.features.slice(0, 0, 3), fc.has_image, fc.embeds, fc.text_mask,
-                                           Compute{}); }) == "fusion: features must be (B, N, Cv) = (4, N, 8), got f32(3, 16, 8)@cpu");
+    CHECK(error_of([&] {
+            fc.fusion.forward(fc.summary, fc.features, fc.has_image, fc.embeds, zeros({4, 5}), Compute{});
+          }) == "fusion: text_mask must be u8 (B, T) = (4, 5), got f32(4, 5)@cpu");
+    CHECK(error_of([&] {
+            fc.fusion.forward(fc.summary, fc.features.slice(0, 0, 3), fc.has_image, fc.embeds, fc.text_mask, Compute{});
+          }) == "fusion: features must be (B, N, Cv) = (4, N, 8), got f32(3, 16, 8)@cpu");
   }
 }
 
@@ -776,8 +791,9 @@ TEST_SUITE("model_vision") {
     }
   }
 
-  TEST_CASE("MoonModel with FIRE and fusion: parity-loss gradients reach every vision-side parameter and match "
-            "finite differences") {
+  TEST_CASE(
+      "MoonModel with FIRE and fusion: parity-loss gradients reach every vision-side parameter and match "
+      "finite differences") {
     ModelConfig cfg = tiny_model("siglip", 2);
     MoonModel model(cfg);
     randomize(model.params(), 5, 0.3);
