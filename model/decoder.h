@@ -11,8 +11,9 @@
 
 namespace moon::model {
 
-// Keys and values of every layer for generation. Preallocated for `capacity` positions; append() writes
-// the new positions in place (no per-step allocation of the whole cache).
+// Keys and values of every layer for generation. Preallocated for `capacity` positions; Decoder::forward
+// writes the new positions' keys (after RoPE) and values in place at [length, length + T) and attends over
+// strided views of [0, length + T): no per-step allocation or copy of the whole cache. Inference only.
 struct KVCache {
   std::vector<Tensor> k, v;  // per layer (B, Hkv, capacity, hd) f32
   Tensor keep;               // (B, capacity) u8: 1 where a real key is stored
