@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -701,6 +702,12 @@ def synthetic_batch(cfg, rows, text_len, gen):
     }
 
 
+def blas_info():
+    """The BLAS torch was built against (Debian's torch says "generic": reference BLAS, slow matrix products)."""
+    found = re.search(r"\bBLAS_INFO=([^,\s]+)", torch.__config__.show())
+    return found.group(1) if found else "unknown"
+
+
 def cmd_bench(args):
     torch.set_num_threads(args.threads)
     cfg = load_named_config(args.config)
@@ -737,7 +744,7 @@ def cmd_bench(args):
         "seq_len": batch["token_ids"].shape[1], "text_len": args.text_len, "threads": args.threads,
         "dtype": args.dtype, "params": sum(t.numel() for t in params.values()),
         "forward_ms": timed(forward_only), "fwd_bwd_ms": timed(forward_backward),
-        "forward_mode": "no_grad", "warmup": args.warmup, "repeats": args.repeats,
+        "forward_mode": "no_grad", "warmup": args.warmup, "repeats": args.repeats, "blas": blas_info(),
     }
     print(json.dumps(result))
 
