@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <map>
 #include <numeric>
 #include <set>
 #include <string>
@@ -585,29 +586,42 @@ TEST_SUITE("model_decoder") {
     opt.temperature = 2.5;
     CHECK(generate(model, prompt, opt) == greedy);
 
-    // The first token of row 1 over 400 seeds: frequencies follow softmax(logits / 0.8).
-    const double temperature = 0.8;
-    const std::vector<float> lg = last_logits(model, prompt);
+    // 600 copies of one text prompt in one batch draw independently (one Philox counter per row and step).
+    // Their first tokens must lie in the nucleus computed by hand from softmax(logits / 0.5) with top_p 0.6,
+    // with frequencies following the renormalised nucleus probabilities.
+    const int draws = 600;
+    std::vector<InputRow> copies(draws);
+    for (auto& r : copies) r.text = {14, 15, 16}, r.prompt = true;
+    ModelBatch many = assemble(copies, Tensor(), SpecialTokens{}, cfg);
+    const double temperature = 0.5, top_p = 0.6;
+    const std::vector<float> lg = last_logits(model, many);  // (draws, V); row 0 stands for every row
     const int64_t V = cfg.decoder.vocab;
     std::vector<double> p(V);
     double total = 0;
-    for (int64_t v = 0; v < V; ++v) total += (p[v] = std::exp(lg[V + v] / temperature));
+    for (int64_t v = 0; v < V; ++v) total += (p[v] = std::exp(lg[v] / temperature));
     for (auto& x : p) x /= total;
-    const int64_t top = std::max_element(p.begin(), p.end()) - p.begin();
+    std::vector<int64_t> order(V);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return p[x] > p[y]; });
+    std::map<int64_t, double> nucleus;  // token -> renormalised probability
+    double mass = 0;
+    for (int64_t i = 0; i < V && mass < top_p; ++i) nucleus[order[i]] = p[order[i]], mass += p[order[i]];
+    for (auto& [id, q] : nucleus) q /= mass;
+    REQUIRE(nucleus.size() >= 3);
+    REQUIRE(nucleus.size() < 12);
     opt.max_new_tokens = 1;
     opt.temperature = temperature;
-    opt.top_p = 1.0;
-    const int draws = 400;
-    int hits = 0;
-    for (int s = 0; s < draws; ++s) {
-      opt.seed = 1000 + s;
-      hits += generate(model, prompt, opt)[1][0] == top;
+    opt.top_p = top_p;
+    opt.seed = 1000;
+    const std::vector<std::vector<int64_t>> drawn = generate(model, many, opt);
+    std::map<int64_t, int> hits;
+    for (const auto& r : drawn) ++hits[r.at(0)];
+    for (const auto& [id, n] : hits) CHECK_MESSAGE(nucleus.count(id), "token ", id, " drawn ", n, " times is outside the nucleus");
+    for (const auto& [id, q] : nucleus) {
+      const double sd = std::sqrt(q * (1 - q) / draws);
+      INFO("token ", id, ": nucleus probability ", q, ", drawn ", hits[id], " of ", draws);
+      CHECK(std::abs(hits[id] / double(draws) - q) < 4 * sd);
     }
-    const double sd = std::sqrt(p[top] * (1 - p[top]) / draws);
-    INFO("top token probability ", p[top], ", drawn ", hits, " of ", draws);
-    CHECK(p[top] > 0.1);
-    CHECK(p[top] < 0.9);
-    CHECK(std::abs(hits / double(draws) - p[top]) < 4 * sd);
   }
 
   TEST_CASE("token_logprobs equals log_softmax of the logits gathered by hand, and is differentiable") {
