@@ -202,14 +202,20 @@ def pick_rows(table, slots):
 # The model.
 
 class Twin:
-    def __init__(self, cfg, params, bf16=False):
+    def __init__(self, cfg, params, bf16=False, fast=False):
         self.cfg = cfg
         self.p = params      # name -> f32 leaf tensor
         self.bf16 = bf16
+        # fast (benchmarks only): bf16 products as real bf16 GEMMs (torch's oneDNN path) instead of the
+        # rounding emulation, and MoE experts run only on the tokens routed to them (as moon does)
+        self.fast = fast
 
     def lin(self, x, w, b=None):
         """linear(x, w, b) = x w^T + b; in bf16 mode through Bf16Product (operands rounded to bf16)."""
-        y = Bf16Product.apply(x, w) if self.bf16 else torch.matmul(x, w.t())
+        if self.bf16 and self.fast:
+            y = torch.matmul(x.to(torch.bfloat16), w.to(torch.bfloat16).t()).float()
+        else:
+            y = Bf16Product.apply(x, w) if self.bf16 else torch.matmul(x, w.t())
         return y if b is None else y + b
 
     def proj(self, x, prefix, bias=True):
@@ -287,7 +293,19 @@ class Twin:
         onehot = F.one_hot(chosen, n_exp).to(y.dtype)                            # (B, T, k, E)
         per_expert = (weights[..., None] * onehot).sum(dim=-2)                   # (B, T, E)
         out = torch.zeros_like(y)
-        for e in range(n_exp):
+        if self.fast:  # grouped: each expert sees only its tokens
+            flat_y, flat_w = y.reshape(-1, y.shape[-1]), per_expert.reshape(-1, n_exp)
+            routed = onehot.sum(dim=-2).reshape(-1, n_exp) > 0                   # (B*T, E)
+            flat_out = torch.zeros_like(flat_y)
+            for e in range(n_exp):
+                ep = f"{pre}experts.{e}."
+                rows = routed[:, e].nonzero().squeeze(1)
+                ye = flat_y.index_select(0, rows)
+                h = F.silu(self.lin(ye, p[ep + "gate_proj.weight"])) * self.lin(ye, p[ep + "up_proj.weight"])
+                part = flat_w.index_select(0, rows)[:, e:e + 1] * self.lin(h, p[ep + "down_proj.weight"])
+                flat_out = flat_out.index_add(0, rows, part)
+            out = flat_out.reshape(y.shape)
+        for e in range(0 if self.fast else n_exp):
             ep = f"{pre}experts.{e}."
             h = F.silu(self.lin(y, p[ep + "gate_proj.weight"])) * self.lin(y, p[ep + "up_proj.weight"])
             out = out + per_expert[..., e:e + 1] * self.lin(h, p[ep + "down_proj.weight"])
@@ -716,7 +734,7 @@ def cmd_bench(args):
     for name, (shape, kind) in param_shapes(cfg).items():
         t = torch.randn(shape, generator=gen) * 0.02 if kind == "w" else (torch.ones(shape) if kind == "one" else torch.zeros(shape))
         params[name] = t.requires_grad_(True)
-    twin = Twin(cfg, params, args.dtype == "bf16")
+    twin = Twin(cfg, params, args.dtype == "bf16", fast=True)
     batch = synthetic_batch(cfg, args.batch, args.text_len, gen)
 
     def forward_only():
