@@ -85,8 +85,7 @@ std::vector<std::vector<int64_t>> generate(const MoonModel& model, const ModelBa
   NoGradGuard no_grad;
   const Decoder& decoder = model.decoder();
   const DecoderConfig& dc = model.config().decoder;
-  // compute() has no const overload; it is only read here.
-  const Compute& compute = const_cast<MoonModel&>(model).compute();
+  const Compute& compute = model.compute();
   const int64_t B = prompt.rows(), T0 = prompt.token_ids.size(1), V = dc.vocab;
   std::vector<std::vector<int64_t>> result(static_cast<size_t>(B));
   if (options.max_new_tokens == 0) return result;
@@ -141,7 +140,7 @@ std::vector<std::vector<int64_t>> generate(const MoonModel& model, const ModelBa
 
 Tensor token_logprobs(const MoonModel& model, const ModelBatch& batch) {
   const Decoder& decoder = model.decoder();
-  const Compute& compute = const_cast<MoonModel&>(model).compute();  // read only
+  const Compute& compute = model.compute();
   const int64_t B = batch.rows(), T = batch.token_ids.size(1), V = model.config().decoder.vocab;
   MoonModel::Prepared prepared = model.prepare(batch);
   DecoderOutput out = decoder.forward(prepared.inputs, batch.positions, batch.keep, batch.modality,

@@ -34,6 +34,7 @@ class MoonModel {
   ParamStore& params() { return params_; }
   const ParamStore& params() const { return params_; }
   Compute& compute() { return compute_; }
+  const Compute& compute() const { return compute_; }
 
   ModelOutput forward(const ModelBatch& batch) const;
 
