@@ -76,18 +76,22 @@ void convert_flat(const Tensor& dst, const Tensor& src) {
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t lo = c * chunk, hi = std::min(n, lo + chunk);
     if (to_bf16) {
-      const uint32_t* s = static_cast<const uint32_t*>(src.raw_data());  // f32 bits
+      const float* s = static_cast<const float*>(src.raw_data());
       uint16_t* d = static_cast<uint16_t*>(dst.raw_data());
       for (int64_t i = lo; i < hi; ++i) {
-        const uint32_t u = s[i];
+        uint32_t u;  // the f32 bits (memcpy: no aliasing through a uint32_t pointer)
+        std::memcpy(&u, s + i, 4);
         const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
         const uint32_t quiet_nan = (u >> 16) | 0x40u;
         d[i] = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
       }
     } else {
       const uint16_t* s = static_cast<const uint16_t*>(src.raw_data());
-      uint32_t* d = static_cast<uint32_t*>(dst.raw_data());  // f32 bits
-      for (int64_t i = lo; i < hi; ++i) d[i] = static_cast<uint32_t>(s[i]) << 16;
+      float* d = static_cast<float*>(dst.raw_data());
+      for (int64_t i = lo; i < hi; ++i) {
+        const uint32_t u = static_cast<uint32_t>(s[i]) << 16;
+        std::memcpy(d + i, &u, 4);
+      }
     }
   }
 }
