@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "model/inputs.h"
 #include "model/vision.h"
 #include "ops/elementwise.h"
 #include "ops/index.h"
@@ -64,22 +65,13 @@ Tensor Fire::inject(int64_t decoder_layer, const Tensor& x, const std::vector<Te
                  vision_slot.defined() ? vision_slot.desc() : std::string("an undefined tensor"));
       checked = true;
     }
-    const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+    const int64_t C = x.size(2);
     const Tensor& r = projected[j];  // (Bi, M, C)
     MOON_CHECK(r.dim() == 3 && r.size(2) == C, "fire: projected feature ", j, " ", r.desc(), " must be (Bi, M, ", C,
                ")");
-    // Host-side: slots with -1 read row 0 (masked out below); the mask marks vision positions.
-    std::vector<int64_t> slots = vision_slot.contiguous().to_vector<int64_t>();  // (B*T)
-    std::vector<uint8_t> at_vision(slots.size());                                // (B*T)
-    for (size_t i = 0; i < slots.size(); ++i) {
-      at_vision[i] = slots[i] >= 0;
-      if (slots[i] < 0) slots[i] = 0;
-    }
-    Tensor index = from_vector(slots, {B * T}, DType::I64);
-    Tensor mask = from_vector(at_vision, {B, T, 1}, DType::U8);                     // (B, T, 1)
-    Tensor placed = index_select(r.reshape({-1, C}), 0, index).reshape({B, T, C});  // (B, T, C)
+    PlacedRows placed = place_rows(r.reshape({-1, C}), vision_slot);  // (B, T, C), mask (B, T, 1)
     // x + gate * r: with a zero gate this adds +-0 and gives x back bit for bit (finite r).
-    y = where(mask, add(y, mul(placed, p.gate)), y);  // (B, T, C)
+    y = where(placed.mask, add(y, mul(placed.rows, p.gate)), y);  // (B, T, C)
   }
   return y;
 }

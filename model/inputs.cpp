@@ -167,6 +167,22 @@ ModelBatch ModelBatch::from_named(const std::map<std::string, Tensor>& tensors, 
   return b;
 }
 
+PlacedRows place_rows(const Tensor& table, const Tensor& slots) {
+  std::vector<int64_t> index = slots.contiguous().to_vector<int64_t>();  // (numel(S))
+  std::vector<uint8_t> at(index.size());
+  for (size_t i = 0; i < index.size(); ++i) {
+    at[i] = index[i] >= 0;
+    if (index[i] < 0) index[i] = 0;
+  }
+  Shape rows_shape = slots.shape(), mask_shape = slots.shape();
+  for (int64_t d = 1; d < table.dim(); ++d) rows_shape.push_back(table.size(d)), mask_shape.push_back(1);
+  PlacedRows out;
+  out.rows = index_select(table, 0, from_vector(index, {static_cast<int64_t>(index.size())}, DType::I64))
+                 .reshape(rows_shape);
+  out.mask = from_vector(at, mask_shape, DType::U8);
+  return out;
+}
+
 std::vector<InputRow> rows_from_loader(const io::Batch& batch, Use use) {
   const int64_t B = batch.token_ids.size(0), T = batch.token_ids.size(1);
   std::vector<int64_t> ids = batch.token_ids.to_vector<int64_t>(), mask = batch.attention_mask.to_vector<int64_t>(),

@@ -55,6 +55,16 @@ struct ModelBatch {
 ModelBatch assemble(const std::vector<InputRow>& rows, const Tensor& images, const SpecialTokens& special,
                     const ModelConfig& config);
 
+// Rows of `table` (n, ...) gathered at `slots` (any shape S, i64; -1 = no row): `rows` (S..., ...) holds
+// table[slot] where slot >= 0 and table[0] elsewhere, `mask` (S..., 1, ...) u8 marks slot >= 0, so that
+// where(mask, rows, other) places the rows (vision tokens, FIRE features, a row's image features).
+// Differentiable in table; masked positions must be dropped by the caller's where().
+struct PlacedRows {
+  Tensor rows;
+  Tensor mask;
+};
+PlacedRows place_rows(const Tensor& table, const Tensor& slots);
+
 // Which modalities of a loader batch to use.
 enum class Use { Both, ImageOnly, TextOnly };
 // A data-loader batch as model rows: its token_ids / attention_mask give the text, has_image the image

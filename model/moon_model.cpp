@@ -11,24 +11,6 @@
 #include "runtime/error.h"
 
 namespace moon::model {
-namespace {
-
-// (B, T) i64 slot tensor -> (B*T) i64 with -1 replaced by 0 (rows picked from a table; masked later).
-Tensor clamped_index(const Tensor& slots) {
-  std::vector<int64_t> v = slots.to_vector<int64_t>();
-  for (auto& x : v) x = x < 0 ? 0 : x;
-  return from_vector(v, {static_cast<int64_t>(v.size())}, DType::I64);
-}
-
-// (B, T) u8/i64 mask of where `slots` >= 0, shaped (B, T, 1) for broadcasting over channels.
-Tensor slot_mask(const Tensor& slots) {
-  std::vector<int64_t> v = slots.to_vector<int64_t>();
-  std::vector<uint8_t> m(v.size());
-  for (size_t i = 0; i < v.size(); ++i) m[i] = v[i] >= 0;
-  return from_vector(m, {slots.size(0), slots.size(1), 1}, DType::U8);
-}
-
-}  // namespace
 
 MoonModel::MoonModel(const ModelConfig& config) : config_(config), params_(config.init_seed) {
   config_.validate();
@@ -42,7 +24,7 @@ MoonModel::MoonModel(const ModelConfig& config) : config_(config), params_(confi
 }
 
 MoonModel::Prepared MoonModel::prepare(const ModelBatch& batch) const {
-  const int64_t B = batch.rows(), T = batch.token_ids.size(1), C = config_.decoder.hidden;
+  const int64_t C = config_.decoder.hidden;
   Prepared p;
   p.token_embeds = decoder_->embed(batch.token_ids);  // (B, T, C)
   p.inputs = p.token_embeds;
@@ -50,9 +32,8 @@ MoonModel::Prepared MoonModel::prepare(const ModelBatch& batch) const {
   VisionOutput vo = vision_->forward(batch.pixels, compute_);
   p.features = vo.features;                                        // (Bi, N, Cv)
   Tensor vision_tokens = projector_->forward(vo.features, compute_);  // (Bi, M, C)
-  Tensor flat = vision_tokens.reshape({-1, C});                       // (Bi*M, C)
-  Tensor placed = index_select(flat, 0, clamped_index(batch.vision_slot)).reshape({B, T, C});
-  p.inputs = where(slot_mask(batch.vision_slot), placed, p.token_embeds);
+  PlacedRows placed = place_rows(vision_tokens.reshape({-1, C}), batch.vision_slot);  // (B, T, C)
+  p.inputs = where(placed.mask, placed.rows, p.token_embeds);
   if (fire_) p.fire = fire_->project(vo.layer_outputs, compute_);
   return p;
 }
@@ -89,8 +70,8 @@ ModelOutput MoonModel::forward(const ModelBatch& batch) const {
   if (fusion_) {
     Tensor features;  // (B, N, Cv): the row's vision features, zeros for rows without an image
     if (p.features.defined()) {
-      Tensor picked = index_select(p.features, 0, clamped_index(batch.image_row.reshape({B, 1})));
-      features = where(batch.has_image.reshape({B, 1, 1}), picked, zeros({1}));
+      PlacedRows picked = place_rows(p.features, batch.image_row);  // (B, N, Cv)
+      features = where(picked.mask, picked.rows, zeros({1}));
     } else {
       features = zeros({B, config_.vision.patches(), config_.vision.hidden});
     }

@@ -135,6 +135,15 @@ TEST_SUITE("model_inputs") {
           "assemble: row 1 points at image 3 but 2 images were given");
   }
 
+  TEST_CASE("place_rows gathers table rows at slots and masks the -1 positions") {
+    Tensor table = from_vector({10.f, 11.f, 20.f, 21.f, 30.f, 31.f}, {3, 2});  // (3, 2)
+    PlacedRows p = place_rows(table, from_vector(std::vector<int64_t>{-1, 2, 0, -1}, {2, 2}, DType::I64));
+    REQUIRE(p.rows.shape() == Shape{2, 2, 2});
+    CHECK(p.rows.to_vector<float>() == std::vector<float>{10, 11, 30, 31, 10, 11, 10, 11});
+    REQUIRE(p.mask.shape() == Shape{2, 2, 1});
+    CHECK(p.mask.to_vector<uint8_t>() == std::vector<uint8_t>{0, 1, 1, 0});
+  }
+
   TEST_CASE("a batch survives named() / from_named()") {
     ModelConfig c = load_config("tiny");
     std::vector<InputRow> rows(2);
