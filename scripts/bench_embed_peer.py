@@ -25,6 +25,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import moon_twin  # noqa: E402
+from bench_loader_peer import open_rgb_on_white  # noqa: E402
 
 
 def product_text(p):
@@ -36,12 +37,7 @@ def product_text(p):
 
 
 def load_image(path, size):
-    img = Image.open(path)
-    if img.mode in ("RGBA", "LA", "P"):
-        img = img.convert("RGBA")
-        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, img)
-    img = img.convert("RGB").resize((size, size), Image.BICUBIC)
+    img = open_rgb_on_white(path).resize((size, size), Image.BICUBIC)
     x = np.asarray(img, dtype=np.float32) / 255.0
     return torch.from_numpy(((x - 0.5) / 0.5).transpose(2, 0, 1).copy())
 

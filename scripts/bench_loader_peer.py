@@ -19,13 +19,18 @@ MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 
-def preprocess(path, size):
+def open_rgb_on_white(path):
+    """The image as RGB, transparency composited on white (what moon's decoder does)."""
     img = Image.open(path)
     if img.mode in ("RGBA", "LA", "P"):
         img = img.convert("RGBA")
         white = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, img)
-    img = img.convert("RGB")
+    return img.convert("RGB")
+
+
+def preprocess(path, size):
+    img = open_rgb_on_white(path)
     w, h = img.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
