@@ -329,9 +329,9 @@ TEST_SUITE("model_import") {
       model::ModelConfig c = import_config(style);
       model::MoonModel original(c);
       model::save_checkpoint(dir / "moon.safetensors", original);
-      const std::string cmd = std::string(python) + " " + script + " export-hf --weights " + (dir / "moon.safetensors") +
-                              " --out " + (dir / "hf");
-      REQUIRE(std::system(cmd.c_str()) == 0);
+      const moon::test::PythonTool twin{python, script};
+      REQUIRE(twin.run("export-hf --weights " + moon::test::quoted(dir / "moon.safetensors") + " --out " +
+                       moon::test::quoted(dir / "hf")) == 0);
       REQUIRE(fs::exists(dir / "hf/decoder/model-00002-of-00002.safetensors"));
       model::HfImportResult r = model::import_hf({dir / "hf/vision", dir / "hf/decoder", write_config(dir, c), {}});
       check_imported(original, *r.model, DType::BF16);

@@ -6,7 +6,6 @@
 // ctest passes MOON_TWIN_PYTHON and MOON_TWIN_SCRIPT (cmake/tests/model_parity.cmake). By hand, from the
 // repository root:  build/moon_tests -ts=model_parity   (uses /usr/bin/python3 and scripts/moon_twin.py).
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cmath>
@@ -36,31 +35,19 @@ using moon::test::TempDir;
 
 namespace {
 
-struct TwinTool {
-  std::string python, script;
-};
+using TwinTool = moon::test::PythonTool;
+using moon::test::quoted;
 
 // The interpreter and twin script from the environment, else /usr/bin/python3 and scripts/moon_twin.py.
 std::optional<TwinTool> find_twin() {
-  const char* py = std::getenv("MOON_TWIN_PYTHON");
-  const char* script = std::getenv("MOON_TWIN_SCRIPT");
-  TwinTool tool{py ? py : "/usr/bin/python3", script ? script : "scripts/moon_twin.py"};
-  if (fs::exists(tool.python) && fs::exists(tool.script)) return tool;
-  const std::string hint = "model_parity: needs " + tool.python + " (with torch and numpy) and " + tool.script +
-                           "; run from the repository root or set MOON_TWIN_SCRIPT";
-  if (script) FAIL(hint);  // asked for explicitly (ctest): a missing piece is an error
-  WARN_MESSAGE(false, hint);
-  return std::nullopt;
+  return moon::test::find_python_tool("MOON_TWIN_PYTHON", "MOON_TWIN_SCRIPT", "scripts/moon_twin.py", "model_parity",
+                                      "torch and numpy");
 }
-
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
 
 // Runs `moon_twin.py <args>`; fails the test (naming the command) unless it exits with 0.
 void run_twin(const TwinTool& tool, const std::string& args) {
-  const std::string cmd = quoted(tool.python) + " " + quoted(tool.script) + " " + args;
-  const int status = std::system(cmd.c_str());
-  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  REQUIRE_MESSAGE(code == 0, "the twin failed (exit ", code, "): ", cmd);
+  const int code = tool.run(args);
+  REQUIRE_MESSAGE(code == 0, "the twin failed (exit ", code, "): ", tool.command(args));
 }
 
 // One combination of the model's switches.

@@ -4,7 +4,6 @@
 // ctest passes MOON_SAFETENSORS_PYTHON and MOON_SAFETENSORS_TOOL (cmake/tests/safetensors_python.cmake). By hand,
 // from the repository root:  build/moon_tests -ts=safetensors_python   (uses /usr/bin/python3 and scripts/).
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -29,31 +28,17 @@ using moon::test::TempDir;
 
 namespace {
 
-struct Tool {
-  std::string python, script;
-};
+using Tool = moon::test::PythonTool;
+using moon::test::quoted;
 
 // The interpreter and script from the environment, else /usr/bin/python3 and scripts/ under the current folder.
 std::optional<Tool> find_tool() {
-  const char* py = std::getenv("MOON_SAFETENSORS_PYTHON");
-  const char* script = std::getenv("MOON_SAFETENSORS_TOOL");
-  Tool tool{py ? py : "/usr/bin/python3", script ? script : "scripts/safetensors_tool.py"};
-  if (fs::exists(tool.python) && fs::exists(tool.script)) return tool;
-  const std::string hint = "safetensors_python: needs " + tool.python + " (with numpy and torch) and " +
-                           tool.script + "; run from the repository root or set MOON_SAFETENSORS_TOOL";
-  if (script) FAIL(hint);  // asked for explicitly (ctest): missing pieces are an error
-  WARN_MESSAGE(false, hint);
-  return std::nullopt;
+  return moon::test::find_python_tool("MOON_SAFETENSORS_PYTHON", "MOON_SAFETENSORS_TOOL", "scripts/safetensors_tool.py",
+                                      "safetensors_python", "numpy and torch");
 }
 
 // Runs the tool with `args`; its exit status.
-int run_tool(const Tool& tool, const std::string& args) {
-  const std::string cmd = "'" + tool.python + "' '" + tool.script + "' " + args;
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string q(const std::string& path) { return "'" + path + "'"; }
+int run_tool(const Tool& tool, const std::string& args) { return tool.run(args); }
 
 // A float read from the expectation JSON ("nan", "inf", "-inf" or a number).
 double json_float(const json& v) {
@@ -113,8 +98,8 @@ TEST_SUITE("safetensors_python") {
     const auto tool = find_tool();
     if (!tool) return;
     TempDir dir;
-    REQUIRE(run_tool(*tool, "write --out " + q(dir / "py.safetensors") + " --expect " + q(dir / "py.json") +
-                                " --shard-dir " + q(dir / "py_sharded")) == 0);
+    REQUIRE(run_tool(*tool, "write --out " + quoted(dir / "py.safetensors") + " --expect " + quoted(dir / "py.json") +
+                                " --shard-dir " + quoted(dir / "py_sharded")) == 0);
     const json expect = json::parse(read_file_text(dir / "py.json"));
     REQUIRE(expect["tensors"].contains("torch_bf16"));
     for (const std::string& entry : {dir / "py.safetensors", dir / "py_sharded"}) {
@@ -172,11 +157,11 @@ TEST_SUITE("safetensors_python") {
     save_safetensors(dir / "moon.safetensors", tensors, meta);
     save_sharded(dir / "moon_sharded", tensors, 64, meta);
     REQUIRE(fs::exists(dir / "moon_sharded/model.safetensors.index.json"));
-    CHECK(run_tool(*tool, "check --in " + q(dir / "moon.safetensors") + " --expect " + q(dir / "moon.json")) == 0);
-    CHECK(run_tool(*tool, "check --in " + q(dir / "moon_sharded") + " --expect " + q(dir / "moon.json")) == 0);
+    CHECK(run_tool(*tool, "check --in " + quoted(dir / "moon.safetensors") + " --expect " + quoted(dir / "moon.json")) == 0);
+    CHECK(run_tool(*tool, "check --in " + quoted(dir / "moon_sharded") + " --expect " + quoted(dir / "moon.json")) == 0);
     // The checker can fail: one wrong value in the expectation is caught.
     expect["tensors"]["i64"]["values"][3] = -8;
     write_file_atomic(dir / "wrong.json", expect.dump());
-    CHECK(run_tool(*tool, "check --in " + q(dir / "moon.safetensors") + " --expect " + q(dir / "wrong.json")) == 1);
+    CHECK(run_tool(*tool, "check --in " + quoted(dir / "moon.safetensors") + " --expect " + quoted(dir / "wrong.json")) == 1);
   }
 }

@@ -1,10 +1,14 @@
 // Small helpers shared by the test suites.
 #pragma once
 
+#include <doctest/doctest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "runtime/error.h"
@@ -44,5 +48,37 @@ struct TempDir {
   std::string file(const std::string& name) const { return path + "/" + name; }
   std::string operator/(const std::string& name) const { return file(name); }
 };
+
+// A shell-quoted path or argument ('...'; paths with a single quote are not supported).
+inline std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+// A Python script a suite runs (a reference writer, the PyTorch twin).
+struct PythonTool {
+  std::string python, script;
+  std::string command(const std::string& args) const { return quoted(python) + " " + quoted(script) + " " + args; }
+  // Runs the script with `args` through the shell; its exit status, or -1 if it did not exit normally.
+  int run(const std::string& args) const {
+    const int status = std::system(command(args).c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+};
+
+// The interpreter from $python_env (default /usr/bin/python3) and the script from $script_env (default
+// `default_script`, relative to the repository root). When a piece is missing: a test failure if
+// $script_env is set (ctest asked for the suite), else a warning and nullopt (the caller skips).
+// `what` names the suite and the Python modules it needs, e.g. "model_parity ... (with torch and numpy)".
+inline std::optional<PythonTool> find_python_tool(const char* python_env, const char* script_env,
+                                                  const std::string& default_script, const std::string& suite,
+                                                  const std::string& modules) {
+  const char* py = std::getenv(python_env);
+  const char* script = std::getenv(script_env);
+  PythonTool tool{py ? py : "/usr/bin/python3", script ? script : default_script};
+  if (std::filesystem::exists(tool.python) && std::filesystem::exists(tool.script)) return tool;
+  const std::string hint = suite + ": needs " + tool.python + " (with " + modules + ") and " + tool.script +
+                           "; run from the repository root or set " + script_env;
+  if (script) FAIL(hint);  // asked for explicitly (ctest): a missing piece is an error
+  WARN_MESSAGE(false, hint);
+  return std::nullopt;
+}
 
 }  // namespace moon::test
