@@ -153,6 +153,7 @@ DataLoader::DataLoader(std::shared_ptr<const Manifest> manifest, std::shared_ptr
   options_.augmentation.size = options_.image.size;  // the augmented crop is already the model's input size
   options_.augmentation.filter = options_.image.filter;
   MOON_CHECK(options_.image.size > 0, "DataLoader: image size must be positive, got ", options_.image.size);
+  MOON_CHECK(options_.views == 1 || options_.views == 2, "DataLoader: views must be 1 or 2, got ", options_.views);
   MOON_CHECK(options_.workers >= 0, "DataLoader: workers must be >= 0, got ", options_.workers);
   batches_per_epoch_ = options_.drop_last ? n / b : (n + b - 1) / b;
   MOON_CHECK(batches_per_epoch_ > 0, manifest_->path, ": ", n, " usable products, fewer than one batch of ", b,
@@ -221,6 +222,9 @@ size_t DataLoader::image_choice(const Product& product, int64_t epoch, int64_t i
   return static_cast<size_t>(r[0] % product.images.size());
 }
 
+// XORed into the seed for the second view's augmentation, so that both views are independent draws.
+constexpr uint64_t kSecondViewKey = 0x3c6ef372fe94f82bull;
+
 Batch DataLoader::build_batch(int64_t epoch, int64_t batch_in_epoch) const {
   const auto order = order_of(epoch);
   const int64_t n = static_cast<int64_t>(order->size());
@@ -236,6 +240,11 @@ Batch DataLoader::build_batch(int64_t epoch, int64_t batch_in_epoch) const {
   std::vector<int64_t> has_image(static_cast<size_t>(rows), 0), labels, index;
   std::vector<std::vector<int32_t>> texts;
   float* pixels = batch.images.data<float>();
+  float* pixels2 = nullptr;
+  if (options_.views == 2) {
+    batch.images2 = zeros({rows, 3, size, size});  // (B, 3, S, S)
+    pixels2 = batch.images2.data<float>();
+  }
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = (*order)[static_cast<size_t>(first + r)];
     const Product& product = manifest_->products[static_cast<size_t>(i)];
@@ -244,10 +253,15 @@ Batch DataLoader::build_batch(int64_t epoch, int64_t batch_in_epoch) const {
     if (!product.images.empty()) {
       const std::string path = image_path(*manifest_, product, image_choice(product, epoch, i));
       try {
-        Image image = load_image(path, 3);
-        if (options_.augment)
-          image = augment(image, options_.augmentation, options_.seed, sample_stream(epoch, i));
+        const Image decoded = load_image(path, 3);
+        const uint64_t stream = sample_stream(epoch, i);
+        const Image image = options_.augment ? augment(decoded, options_.augmentation, options_.seed, stream) : decoded;
         preprocess_into(image, options_.image, pixels + r * 3 * size * size);  // row r: (3, S, S)
+        if (pixels2) {  // the second view: the same picture under another augmentation stream
+          const Image second = options_.augment
+              ? augment(decoded, options_.augmentation, options_.seed ^ kSecondViewKey, stream) : decoded;
+          preprocess_into(second, options_.image, pixels2 + r * 3 * size * size);
+        }
         has_image[static_cast<size_t>(r)] = 1;
       } catch (const Error& e) {
         if (options_.bad_images == BadRecords::Stop)

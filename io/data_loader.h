@@ -26,6 +26,7 @@ struct LoaderOptions {
   PreprocessOptions image;           // size, filter, crop and normalisation of every image
   bool augment = false;              // random resized crop, flip and colour jitter (training)
   AugmentOptions augmentation;
+  int views = 1;                     // 2: also a second, independently augmented view of each image (images2)
   int64_t max_tokens = 64;           // text tokens kept per product (the rest is cut)
   bool pad_to_longest = true;        // T = longest text in the batch; false: T = max_tokens always
   ProductTextOptions text;
@@ -40,6 +41,8 @@ struct LoaderOptions {
 struct Batch {
   Tensor images;          // (B, 3, S, S) f32, normalised; zeros where has_image is 0. With several
                           // images, the first (or, when augmenting, one drawn per epoch and product)
+  Tensor images2;         // (B, 3, S, S) f32: a second augmentation of the same image (views == 2 only;
+                          // equal to images without augmentation), for multimodal queries and view matching
   Tensor has_image;       // (B,) i64: 1 where the product's image was decoded
   Tensor token_ids;       // (B, T) i64, right-padded with the tokenizer's <pad> id
   Tensor attention_mask;  // (B, T) i64: 1 on real tokens, 0 on padding

@@ -172,6 +172,27 @@ TEST_SUITE("data_loader") {
     CHECK_FALSE(equal(c.next().images, d.next().images));
   }
 
+  TEST_CASE("views = 2 adds an independently augmented second view, replayable, equal without augmentation") {
+    Fixture f(8, "views");
+    LoaderOptions o = small_options(0);
+    o.views = 2;
+    const Batch plain = DataLoader(f.manifest, f.tokenizer, o).next();
+    CHECK(equal(plain.images, plain.images2));
+    CHECK_FALSE(DataLoader(f.manifest, f.tokenizer, small_options(0)).next().images2.defined());
+    o.augment = true;
+    o.augmentation.brightness = 0.4f;
+    const Batch a = DataLoader(f.manifest, f.tokenizer, o).next();
+    o.workers = 2;
+    const Batch b = DataLoader(f.manifest, f.tokenizer, o).next();
+    CHECK(equal(a, b));
+    CHECK(equal(a.images2, b.images2));
+    CHECK_FALSE(equal(a.images, a.images2));
+    o.views = 1;
+    CHECK(equal(DataLoader(f.manifest, f.tokenizer, o).next().images, a.images));  // view 1 is unchanged
+    o.views = 3;
+    CHECK(contains(error_of([&] { DataLoader(f.manifest, f.tokenizer, o); }), "views must be 1 or 2, got 3"));
+  }
+
   TEST_CASE("a loader restored from a saved state continues exactly where the first stopped") {
     Fixture f(11, "resume");
     DataLoader first(f.manifest, f.tokenizer, small_options(2));
