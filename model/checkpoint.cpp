@@ -26,7 +26,8 @@ std::string name_list(const std::vector<std::string>& names, size_t limit = 5) {
 }  // namespace
 
 void save_params(const std::string& path, const ModelConfig& config, const ParamStore& params,
-                 const std::map<std::string, std::string>& extra, DType dtype) {
+                 const std::map<std::string, std::string>& extra, DType dtype,
+                 const std::vector<std::pair<std::string, Tensor>>& extra_tensors) {
   MOON_CHECK(dtype == DType::F32 || dtype == DType::BF16, "save_checkpoint ", path,
              ": parameters are saved as F32 or BF16, not ", dtype_name(dtype));
   for (const char* reserved : {kConfigKey, kFormatVersionKey})
@@ -40,6 +41,12 @@ void save_params(const std::string& path, const ModelConfig& config, const Param
   tensors.reserve(params.all().size());
   for (const auto& [name, value] : params.all())
     tensors.emplace_back(name, dtype == DType::F32 ? value.detach() : value.detach().to(dtype));
+  for (const auto& [name, value] : extra_tensors) {
+    MOON_CHECK(name.rfind(kTrainingTensorPrefix, 0) == 0, "save_checkpoint ", path, ": extra tensor ", name,
+               " must be named ", kTrainingTensorPrefix, "... (training state), so that loading a model skips it");
+    MOON_CHECK(!params.contains(name), "save_checkpoint ", path, ": extra tensor ", name, " is also a parameter");
+    tensors.emplace_back(name, value.detach());
+  }
   io::save_safetensors(path, tensors, metadata);
 }
 
@@ -73,6 +80,7 @@ void load_params(const io::Checkpoint& checkpoint, ParamStore& params) {
   NoGradGuard no_grad;
   for (const auto& shard : checkpoint.shards()) {
     for (const std::string& name : shard->names()) {
+      if (name.rfind(kTrainingTensorPrefix, 0) == 0) continue;  // training state, not a parameter
       if (!params.contains(name))
         fail(shard->path(), ": tensor ", name,
              " is not a parameter of the model its config describes (is moon.config the config these weights "

@@ -15,6 +15,7 @@
 
 using namespace moon;
 using moon::test::error_of;
+using moon::test::contains;
 using moon::test::TempDir;
 
 namespace {
@@ -68,6 +69,20 @@ TEST_SUITE("model_checkpoint") {
     CHECK(meta.at("user.note") == "hello");
     CHECK(meta.at("moon.format_version") == "1");
     CHECK(back->params().get("fire.0.gate").to_vector<float>()[0] == 0.25f);
+  }
+
+  TEST_CASE("training-state tensors (train.*) are saved beside the parameters and skipped by load") {
+    TempDir dir("ckpt_train");
+    model::MoonModel m(all_switches());
+    const std::string path = dir / "m.safetensors";
+    const Tensor moment = from_vector(std::vector<float>{1, 2, 3}, {3});
+    model::save_params(path, m.config(), m.params(), {}, DType::F32, {{"train.adamw.m.x", moment}});
+    io::Checkpoint ckpt(path);
+    CHECK(ckpt.contains("train.adamw.m.x"));
+    auto back = model::load_checkpoint(path);
+    CHECK(back->params().all().size() == m.params().all().size());
+    CHECK(contains(error_of([&] { model::save_params(path, m.config(), m.params(), {}, DType::F32, {{"adamw.m", moment}}); }),
+                   "must be named train."));
   }
 
   TEST_CASE("bf16 save stores BF16 and loads the rounded values") {
