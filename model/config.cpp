@@ -233,4 +233,33 @@ ModelConfig load_config(const std::string& name_or_path) {
   return ModelConfig::from_json(io::read_file_text(path), path);
 }
 
+ModelConfig with_overrides(const ModelConfig& config, const std::vector<std::string>& assignments) {
+  json root = json::parse(config.to_json());
+  for (const std::string& a : assignments) {
+    const size_t eq = a.find('=');
+    MOON_CHECK(eq != std::string::npos && eq > 0, "config override '", a, "': expected section.field=value");
+    const std::string path = a.substr(0, eq), text = a.substr(eq + 1);
+    json value;
+    try {
+      value = json::parse(text);
+    } catch (const json::parse_error&) {
+      value = text;  // a bare word: a string
+    }
+    json* node = &root;
+    size_t start = 0;
+    while (true) {
+      const size_t dot = path.find('.', start);
+      const std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+      MOON_CHECK(node->is_object() && node->contains(key), "config override '", a, "': the config has no field '",
+                 path.substr(0, dot == std::string::npos ? path.size() : dot), "'");
+      node = &(*node)[key];
+      if (dot == std::string::npos) break;
+      start = dot + 1;
+    }
+    MOON_CHECK(!node->is_object(), "config override '", a, "': '", path, "' is a section; set one of its fields");
+    *node = value;
+  }
+  return ModelConfig::from_json(root.dump(), "config overrides");
+}
+
 }  // namespace moon::model

@@ -89,6 +89,10 @@ struct ModelConfig {
 
 // A config by name ("tiny", "small", "base": the shipped configs/*.json) or by path to a JSON file.
 ModelConfig load_config(const std::string& name_or_path);
+// The config with `assignments` applied: each "section.field=value" (e.g. "moe.enabled=false",
+// "decoder.layers=2", "name=small-nomoe"), the value parsed as JSON (a bare word is taken as a string). An
+// unknown field or a bad value is an error naming the assignment. Used by `moon train --set`.
+ModelConfig with_overrides(const ModelConfig& config, const std::vector<std::string>& assignments);
 // The folder holding the shipped configs (MOON_CONFIG_DIR, else <exe>/../configs, else ./configs).
 std::string config_dir();
 

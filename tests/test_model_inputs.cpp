@@ -29,6 +29,19 @@ TEST_SUITE("model_config") {
     CHECK(load_config("tiny").vision_tokens() == 4);
   }
 
+  TEST_CASE("overrides set fields by dotted path and name bad ones") {
+    const model::ModelConfig base = model::load_config("small");
+    const model::ModelConfig c = model::with_overrides(base, {"moe.enabled=false", "decoder.layers=4", "name=ablation"});
+    CHECK_FALSE(c.moe.enabled);
+    CHECK(c.decoder.layers == 4);
+    CHECK(c.name == "ablation");
+    CHECK(c.vision.image_size == base.vision.image_size);
+    CHECK(contains(error_of([&] { model::with_overrides(base, {"moe.enable=false"}); }), "no field 'moe.enable'"));
+    CHECK(contains(error_of([&] { model::with_overrides(base, {"moe"}); }), "expected section.field=value"));
+    CHECK(contains(error_of([&] { model::with_overrides(base, {"moe=1"}); }), "is a section"));
+    CHECK(contains(error_of([&] { model::with_overrides(base, {"decoder.heads=3"}); }), "decoder.heads"));
+  }
+
   TEST_CASE("bad sizes are errors that name the field") {
     auto with = [](const std::string& edit) {
       return error_of([&] { ModelConfig::from_json(edit, "cfg.json"); });
