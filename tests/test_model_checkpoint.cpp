@@ -240,25 +240,9 @@ TEST_SUITE("model_checkpoint") {
 
 namespace {
 
-// The `moon` binary of this build (next to moon_tests).
-std::string moon_binary() {
-  const std::string path = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "moon").string();
-  REQUIRE_MESSAGE(std::filesystem::exists(path), "build the `moon` target too: ", path, " is missing");
-  return path;
-}
-
-struct Run {
-  int status;
-  std::string out, err;
-};
-
 // Runs `moon embed ARGS` with stdout and stderr captured.
-Run embed(const TempDir& dir, const std::string& args) {
-  const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = "OMP_NUM_THREADS=2 " + moon_binary() + " embed " + args + " >" + out + " 2>" + err;
-  const int status = std::system(cmd.c_str());
-  return {status, io::read_file_text(out), io::read_file_text(err)};
-}
+using Run = moon::test::CommandRun;
+Run embed(const TempDir& dir, const std::string& args) { return moon::test::run_moon(dir, "embed " + args); }
 
 // A random 24 x 20 RGB PNG.
 void write_png(const std::string& path, uint32_t seed) {

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -79,6 +80,37 @@ inline std::optional<PythonTool> find_python_tool(const char* python_env, const 
   if (script) FAIL(hint);  // asked for explicitly (ctest): a missing piece is an error
   WARN_MESSAGE(false, hint);
   return std::nullopt;
+}
+
+// The `moon` binary of this build (next to moon_tests); fails the test when it was not built.
+inline std::string moon_binary() {
+  const std::string path = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "moon").string();
+  REQUIRE_MESSAGE(std::filesystem::exists(path), "build the `moon` target too: ", path, " is missing");
+  return path;
+}
+
+// What a command printed and its exit status (as from `sh -c`; 0 = success).
+struct CommandRun {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs `moon ARGS` (a shell fragment, quote paths with quoted()) in `dir` capturing stdout and stderr.
+inline CommandRun run_moon(const TempDir& dir, const std::string& args) {
+  const std::string out = dir / "moon_stdout.txt", err = dir / "moon_stderr.txt";
+  const std::string cmd = "OMP_NUM_THREADS=2 " + quoted(moon_binary()) + " " + args + " >" + quoted(out) + " 2>" + quoted(err);
+  const int raw = std::system(cmd.c_str());
+  auto slurp = [](const std::string& path) {
+    std::string text;
+    if (FILE* f = std::fopen(path.c_str(), "rb")) {
+      char buf[4096];
+      size_t n;
+      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+      std::fclose(f);
+    }
+    return text;
+  };
+  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw), slurp(out), slurp(err)};
 }
 
 }  // namespace moon::test
