@@ -48,9 +48,10 @@ model::InputRow rollout_row(const Rollouts& rollouts, size_t i, const model::Spe
 // r_fmt of docs/training.md section 4 step 4: 1 or 0.
 double format_reward(const std::vector<int64_t>& tokens, const model::SpecialTokens& special);
 
-// Fills retrieval, format and reward: embeds every rollout row (no gradient) and scores it against
-// candidates (N, D) (detached): anchor a's positive is row candidate_of_anchor[a], every other row is one of
-// its negatives.
+// Fills retrieval, format, reward and advantage (group_advantages of reward): embeds every rollout row (no
+// gradient, in batches of at most 32 rows) and scores it against candidates (N, D) (detached): anchor a's
+// positive is row candidate_of_anchor[a], every other row is one of its negatives (r_ret is the positive's
+// similarity alone when N = 1).
 void retrieval_rewards(const model::MoonModel& policy, Rollouts& rollouts, const model::SpecialTokens& special,
                        const Tensor& candidates, const std::vector<int64_t>& candidate_of_anchor,
                        const GrpoOptions& options);
@@ -68,6 +69,14 @@ struct PolicyLoss {
   double clip_fraction = 0;   // fraction of scored tokens whose ratio was clipped
   double mean_length = 0;     // mean rollout length (tokens)
 };
+
+// The per-token part of L_pg (docs/training.md section 4 step 6) from (B, T) f32 log-probabilities: logprob
+// (the policy's, differentiable), old_logprob and ref_logprob (detached), mask (B, T) u8 (scored tokens) and one
+// advantage per row. A row without scored tokens contributes 0 to the mean over rows. Fills loss, kl and
+// clip_fraction (a scored token counts as clipped when its ratio is outside [1 - clip_eps, 1 + clip_eps]).
+// policy_loss calls it with old_logprob = logprob.detach(); it is separate so the clipping can be tested.
+PolicyLoss clipped_objective(const Tensor& logprob, const Tensor& old_logprob, const Tensor& ref_logprob,
+                             const Tensor& mask, const std::vector<double>& advantage, const GrpoOptions& options);
 
 // L_pg of docs/training.md section 4 step 6, using rollouts.advantage.
 PolicyLoss policy_loss(const model::MoonModel& policy, const model::MoonModel& reference, const Rollouts& rollouts,
