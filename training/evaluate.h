@@ -45,6 +45,35 @@ struct EvalReport {
   std::string to_json() const;                 // {"products":..,"seconds":..,"metrics":{...}}
 };
 
+// ---- the parts behind evaluate(), usable on embeddings made any other way (tests, the trainer)
+
+// What is embedded besides the products: the zero-shot classes (the distinct leaf category names, sorted)
+// and the attribute keys that qualify (at least 2 values, each on at least 2 products; keys and values sorted).
+struct EvalPrompts {
+  std::vector<std::string> classes;
+  std::vector<std::pair<std::string, std::vector<std::string>>> attributes;  // key -> its kept values
+};
+EvalPrompts eval_prompts(const std::vector<io::Product>& products);
+
+// The embeddings of the evaluated products, row i = products[i]; a row of a view the product lacks is
+// ignored. Each view has its own has_* mask (an image may fail to decode in one pass and not the other).
+struct EvalEmbeddings {
+  Tensor P, T, V;                           // (n, D) f32 unit rows: image + text, text only, image only
+  Tensor M, A1, A2;                         // (n, D): augmented view 1 + text, view 1 only, view 2 only
+  std::vector<uint8_t> has_text, has_image;  // (n): T exists / V exists (P exists when either does)
+  std::vector<uint8_t> has_views;           // (n): A1 and A2 exist (M exists when has_text too)
+  Tensor classes;                           // (C, D) the text rows of EvalPrompts::classes
+  std::vector<Tensor> attributes;           // per EvalPrompts::attributes key: (values, D)
+};
+
+// Every task's metrics (docs/eval.md) in the fixed order; a task whose query set is empty is left out.
+std::vector<std::pair<std::string, double>> task_metrics(const std::vector<io::Product>& products,
+                                                         const EvalPrompts& prompts, const EvalEmbeddings& e);
+
+// The products evaluate() scores: those of options.split (all when empty), at most options.limit of them at
+// indices floor(i * n / limit).
+std::vector<io::Product> eval_products(const io::Manifest& manifest, const EvalOptions& options);
+
 EvalReport evaluate(const model::MoonModel& model, const io::BpeTokenizer& tokenizer, const io::Manifest& manifest,
                     const EvalOptions& options);
 
