@@ -300,6 +300,9 @@ def retrieval_rewards(e, candidates, candidate_of_anchor, anchor, negatives):
     for r in range(e.shape[0]):
         pos = int(candidate_of_anchor[int(anchor[r])])
         others = torch.cat([sims[r, :pos], sims[r, pos + 1:]])
+        if len(others) == 0:  # a single candidate: the positive's similarity alone
+            out.append(sims[r, pos])
+            continue
         neg = others.mean() if negatives == "mean" else others.max()
         out.append(sims[r, pos] - neg)
     return torch.stack(out)
