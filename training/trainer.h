@@ -2,10 +2,13 @@
 // AdamW with warm-up + cosine and clipping, accumulation, NaN handling, periodic evaluation, atomic
 // checkpoints with exact resume, progress and the JSONL metrics log.
 #pragma once
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "model/moon_model.h"
 #include "training/contrastive.h"
 #include "training/grpo.h"
 
@@ -20,6 +23,8 @@ struct TrainOptions {
   std::string init;                         // start from this model checkpoint instead of fresh weights
   bool resume = false;
   int64_t steps = 1000;
+  int64_t stop_after = 0;                   // > 0: stop (with a checkpoint) once this many steps are done,
+                                            // keeping the schedule of `steps` (resume later)
   int64_t batch = 32;
   int64_t accum = 1;
   int64_t chunk = 0;                        // gradient-caching chunk (0: off)
@@ -32,13 +37,18 @@ struct TrainOptions {
   int64_t max_tokens = 32;
   uint64_t seed = 0;
   int64_t eval_every = 0;                   // 0: only before the first step and at the end
-  size_t eval_limit = 500;
+  size_t eval_limit = 500;                  // 0: no evaluation at all
   int64_t save_every = 100;
   int64_t keep = 3;
   int64_t max_bad_steps = 5;
   bool progress = true;
   ContrastiveOptions contrastive;
   GrpoOptions grpo;
+
+  // Not options of the command line (not saved in run.json):
+  const std::atomic<bool>* interrupt = nullptr;  // when it becomes true: finish the step, checkpoint, return
+  // Runs after each step's backward, before the finiteness check (tests poison a gradient with it).
+  std::function<void(int64_t step, model::MoonModel& model)> after_backward;
 };
 
 struct TrainSummary {
@@ -47,11 +57,16 @@ struct TrainSummary {
   int64_t bad_steps = 0;
   double seconds = 0;
   double products_per_second = 0;
-  bool interrupted = false;  // stopped by SIGINT (a checkpoint was written)
+  double last_loss = 0;      // the last good step's loss
+  bool interrupted = false;  // stopped by the interrupt flag or stop_after (a checkpoint was written)
+  std::string last_checkpoint;  // the newest checkpoint written
   std::string final_model;   // RUN_DIR/model.safetensors (empty when interrupted)
 };
 
 // Runs (or resumes) a training run. Throws moon::Error on bad input or after max_bad_steps bad steps.
 TrainSummary train(const TrainOptions& options);
+
+// The GRPO sampling seed of a step: a 64-bit mix of (seed, step), so that rollouts depend on nothing else.
+uint64_t grpo_step_seed(uint64_t seed, int64_t step);
 
 }  // namespace moon::training
