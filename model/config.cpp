@@ -117,6 +117,11 @@ void ModelConfig::validate() const {
   if (embedding.pooling != "mean" && embedding.pooling != "emb_token")
     fail("config: embedding.pooling must be \"mean\" or \"emb_token\", got \"", embedding.pooling, "\"");
   positive(embedding.dim, "embedding.dim");
+  if (embedding.architecture != "mllm" && embedding.architecture != "dual")
+    fail("config: embedding.architecture must be \"mllm\" or \"dual\", got \"", embedding.architecture, "\"");
+  if (embedding.architecture == "dual" && (fusion.enabled || fire.enabled))
+    fail("config: embedding.architecture \"dual\" keeps images out of the decoder, so fusion.enabled and ",
+         "fire.enabled must be false");
   for (size_t j = 0; j < embedding.matryoshka.size(); ++j)
     if (embedding.matryoshka[j] <= 0 || embedding.matryoshka[j] > embedding.dim)
       fail("config: embedding.matryoshka[", j, "] = ", embedding.matryoshka[j], " must be in [1, embedding.dim = ",
@@ -138,7 +143,8 @@ std::string ModelConfig::to_json() const {
               {"aux_weight", moe.aux_weight}};
   j["fusion"] = {{"enabled", fusion.enabled}, {"heads", fusion.heads}, {"width", fusion.width}};
   j["fire"] = {{"enabled", fire.enabled}, {"vision_layers", fire.vision_layers}, {"decoder_layers", fire.decoder_layers}};
-  j["embedding"] = {{"pooling", embedding.pooling}, {"dim", embedding.dim}, {"matryoshka", embedding.matryoshka}};
+  j["embedding"] = {{"pooling", embedding.pooling}, {"dim", embedding.dim}, {"matryoshka", embedding.matryoshka},
+                    {"architecture", embedding.architecture}};
   j["init_seed"] = init_seed;
   return j.dump(2);
 }
@@ -196,6 +202,7 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& o
   {
     Section s(top.sub("embedding"), "embedding", origin);
     s.get("pooling", c.embedding.pooling), s.get("dim", c.embedding.dim), s.get("matryoshka", c.embedding.matryoshka);
+    s.get("architecture", c.embedding.architecture);
     s.finish();
   }
   top.finish();

@@ -64,6 +64,8 @@ struct EmbeddingConfig {
   std::string pooling = "mean";   // "mean" or "emb_token"
   int64_t dim = 256;              // D
   std::vector<int64_t> matryoshka;  // optional prefix sizes (< D)
+  std::string architecture = "mllm";  // "mllm" (images go through the decoder) or "dual" (a CLIP-style dual
+                                      // encoder baseline: separate image and text towers, docs/model.md 11)
 };
 
 struct ModelConfig {

@@ -63,6 +63,11 @@ class MoonModel {
   std::unique_ptr<Fire> fire_;      // when config.fire.enabled
   std::unique_ptr<Fusion> fusion_;  // when config.fusion.enabled
   Tensor head_w_, head_b_;
+  Tensor image_head_w_, image_head_b_;  // architecture "dual": the image tower's head
+
+  // architecture "dual" (docs/model.md section 11): the text tower over the rows' text and the image tower.
+  ModelOutput forward_dual(const ModelBatch& batch) const;
+  Tensor pool(const Tensor& hidden, const Tensor& pool_mask, const Tensor& emb_index) const;  // (B, C)
 };
 
 // e[:, :d] re-normalised (a Matryoshka prefix). d in [1, D].

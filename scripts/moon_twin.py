@@ -50,7 +50,7 @@ DEFAULTS = {
     "moe": {"enabled": False, "experts": 4, "top_k": 2, "mlp": None, "aux_weight": 0.01},
     "fusion": {"enabled": False, "heads": 4, "width": 128},
     "fire": {"enabled": False, "vision_layers": [1, 2, 3], "decoder_layers": [1, 2, 3]},
-    "embedding": {"pooling": "mean", "dim": 256, "matryoshka": []},
+    "embedding": {"pooling": "mean", "dim": 256, "matryoshka": [], "architecture": "mllm"},
     "init_seed": 0,
 }
 
@@ -412,8 +412,39 @@ class Twin:
         mixed = g[..., 0:1] * o_s + g[..., 1:2] * o_v[:, :, 0] + g[..., 2:3] * o_t[:, :, 0]   # (B, Hf, dh)
         return self.proj(mixed.reshape(B, width), "fusion.out_proj")
 
+    # ---- section 11: the dual-encoder baseline (text tower through the decoder, image tower on its own)
+    def forward_dual(self, batch):
+        B, T = batch["token_ids"].shape
+        slots = batch["vision_slot"]
+        ar = torch.arange(T)[None, :].expand(B, T)
+        has_slots = (slots >= 0).any(dim=1, keepdim=True)
+        first = torch.where(slots >= 0, ar, torch.full_like(ar, T)).min(dim=1, keepdim=True).values
+        last = torch.where(slots >= 0, ar, torch.full_like(ar, -1)).max(dim=1, keepdim=True).values
+        span = has_slots & (ar >= first - 1) & (ar <= last + 1)       # <image> v.. </image>
+        keep = batch["keep"].bool() & ~span
+        pool_mask = batch["pool_mask"].bool() & ~span
+        positions = torch.where(keep, keep.long().cumsum(dim=1) - 1, torch.zeros_like(ar))
+        embeds = self.p["model.embed_tokens.weight"][batch["token_ids"]]
+        hidden, aux = self.decoder(embeds, positions, keep.to(torch.uint8), torch.zeros(B, dtype=torch.long), None)
+        if self.cfg["embedding"]["pooling"] == "mean":
+            mask = pool_mask.to(hidden.dtype)[..., None]
+            s = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+        else:
+            s = hidden[torch.arange(B), batch["emb_index"]]
+        unit = lambda z: z / z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        z = unit(self.proj(s, "head.proj")) * (batch["modality"] != 1).to(s.dtype)[:, None]
+        pixels = batch.get("pixels")
+        if pixels is not None and pixels.shape[0] > 0:
+            features, _ = self.vision(pixels)
+            image = unit(self.proj(features.mean(dim=1), "head.image_proj"))      # (Bi, D)
+            picked = image.index_select(0, batch["image_row"].clamp_min(0))
+            z = z + torch.where((batch["image_row"] >= 0)[:, None], picked, torch.zeros_like(picked))
+        return {"embedding": unit(z), "pooled": s, "hidden": hidden, "aux_loss": aux}
+
     # ---- the whole forward: dict of embedding, pooled, hidden, aux_loss
     def forward(self, batch):
+        if self.cfg["embedding"].get("architecture", "mllm") == "dual":
+            return self.forward_dual(batch)
         B = batch["token_ids"].shape[0]
         inputs, token_embeds, features, hook = self.prepare(batch)
         hidden, aux = self.decoder(inputs, batch["positions"], batch["keep"], batch["modality"], hook)
@@ -691,6 +722,8 @@ def param_shapes(cfg):
         s["fusion.out_proj.weight"], s["fusion.out_proj.bias"] = ((D, F_), "w"), ((D,), "b")
     D = cfg["embedding"]["dim"]
     s["head.proj.weight"], s["head.proj.bias"] = ((D, C), "w"), ((D,), "b")
+    if cfg["embedding"].get("architecture", "mllm") == "dual":
+        s["head.image_proj.weight"], s["head.image_proj.bias"] = ((D, cv), "w"), ((D,), "b")
     return s
 
 

@@ -55,7 +55,9 @@ struct Variant {
   bool moe = false, fusion = false, fire = false;
   std::string pooling = "mean";
   bool fresh_gates = false;  // FIRE on with its zero initial gates (otherwise random nonzero gates)
+  bool dual = false;         // embedding.architecture "dual" (docs/model.md section 11)
   std::string name() const {
+    if (dual) return std::string("dual-moe") + (moe ? "1" : "0") + "-" + pooling;
     std::string n = std::string("moe") + (moe ? "1" : "0") + "-fusion" + (fusion ? "1" : "0") + "-fire" +
                     (fire ? "1" : "0") + "-" + pooling;
     return fresh_gates ? n + "-zero-gates" : n;
@@ -69,16 +71,19 @@ ModelConfig variant_config(const Variant& v) {
   c.fusion.enabled = v.fusion;
   c.fire.enabled = v.fire;
   c.embedding.pooling = v.pooling;
+  if (v.dual) c.embedding.architecture = "dual";
   c.name = "tiny-" + v.name();
   return c;
 }
 
-// The 16 combinations of moe x fusion x fire x pooling, plus FIRE with fresh zero gates.
+// The 16 combinations of moe x fusion x fire x pooling, FIRE with fresh zero gates, and two dual encoders.
 std::vector<Variant> all_variants() {
   std::vector<Variant> out;
   for (int bits = 0; bits < 16; ++bits)
     out.push_back({(bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0, (bits & 8) ? "emb_token" : "mean", false});
   out.push_back({true, true, true, "mean", true});
+  out.push_back({false, false, false, "mean", false, true});
+  out.push_back({true, false, false, "emb_token", false, true});
   return out;
 }
 
