@@ -8,6 +8,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "io/bpe_tokenizer.h"
@@ -17,6 +18,7 @@
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/embed.h"
+#include "model/generate.h"
 #include "model/moon_model.h"
 #include "tests/test_util.h"
 #include "training/evaluate.h"
@@ -125,15 +127,15 @@ TEST_SUITE("evaluate") {
     CHECK(m.r10 == 1.0);
     CHECK(m.mrr == doctest::Approx((1.0 + 0.5 + 1.0 / 3) / 3));
 
-    // 12 candidates: relevant ranked 6th, 11th and 12th (last)
+    // 12 candidates: relevant ranked 5th, 10th, 11th and 12th (last)
     std::vector<float> v;
-    for (int q = 0; q < 3; ++q)
+    for (int q = 0; q < 4; ++q)
       for (int j = 0; j < 12; ++j) v.push_back(static_cast<float>(12 - j));  // candidate j has rank j + 1
-    m = training::retrieval_metrics(matrix(v, 3, 12), {5, 10, 11});
+    m = training::retrieval_metrics(matrix(v, 4, 12), {4, 9, 10, 11});
     CHECK(m.r1 == 0.0);
-    CHECK(m.r5 == 0.0);
-    CHECK(m.r10 == doctest::Approx(1.0 / 3));
-    CHECK(m.mrr == doctest::Approx((1.0 / 6 + 1.0 / 11 + 1.0 / 12) / 3));
+    CHECK(m.r5 == doctest::Approx(1.0 / 4));
+    CHECK(m.r10 == doctest::Approx(2.0 / 4));
+    CHECK(m.mrr == doctest::Approx((1.0 / 5 + 1.0 / 10 + 1.0 / 11 + 1.0 / 12) / 4));
 
     // all equal: every other candidate ties, so the rank is the number of candidates
     m = training::retrieval_metrics(matrix(std::vector<float>(4, 0.25f), 1, 4), {2});
@@ -251,6 +253,24 @@ TEST_SUITE("evaluate") {
     CHECK(r.get("t2mm.R@1") == doctest::Approx(5.0 / 7));
     CHECK(r.get("mm2mm.R@1") == 1.0);
     CHECK(r.get("zeroshot.acc") == 1.0);
+    // an image-only product in the t2i gallery tying with product 2's image: query 2 ranks 2nd;
+    // product 3's augmented multimodal row mixed with product 4's: mm2mm query 3 ranks 2nd
+    e.T = one_hot(self, D);
+    e.V = one_hot({0, 1, 2, 3, 4, 5, 6, 2}, D);
+    {
+      std::vector<float> mm = one_hot(self, D).to_vector<float>();
+      mm[3 * D + 3] = 0.6f, mm[3 * D + 4] = 0.8f;
+      e.M = from_vector(mm, {n, D});
+    }
+    r.metrics = training::task_metrics(p, prompts, e);
+    CHECK(r.get("t2i.R@1") == doctest::Approx(5.0 / 6));
+    CHECK(r.get("t2i.MRR") == doctest::Approx(5.5 / 6));
+    CHECK(r.get("i2t.R@1") == 1.0);
+    CHECK(r.get("mm2mm.R@1") == doctest::Approx(5.0 / 6));
+    CHECK(r.get("mm2mm.MRR") == doctest::Approx(5.5 / 6));
+    CHECK(r.get("match.R@1") == 1.0);
+    e.V = e.M = one_hot(self, D);
+
     // views that never match: A2 shifted by one product
     e.A2 = one_hot({1, 2, 3, 4, 5, 6, 7, 0}, D);
     r.metrics = training::task_metrics(p, prompts, e);
@@ -308,6 +328,51 @@ TEST_SUITE("evaluate") {
     CHECK(error_of([&] { training::evaluate(m, *tok, manifest, o); }) ==
           path + ": no products in split 'val' to evaluate (check --split; `moon data validate " + path +
               "` lists the splits)");
+  }
+
+  TEST_CASE("eval_embeddings with reasoning: P and M rows reason greedily first, the other views do not") {
+    TempDir dir("eval");
+    const io::Manifest manifest = io::load_manifest(write_shop(dir), io::BadRecords::Stop);
+    model::MoonModel m(model::load_config("tiny"));
+    const auto tok = byte_tokenizer();
+    training::EvalOptions o;
+    o.workers = 0;
+    o.progress = false;
+    o.limit = 6;
+    io::Manifest subset = manifest;
+    subset.products = training::eval_products(manifest, o);
+    const training::EvalPrompts prompts = training::eval_prompts(subset.products);
+    const training::EvalEmbeddings plain = training::eval_embeddings(m, *tok, subset, prompts, o);
+    o.reason_tokens = 3;
+    const training::EvalEmbeddings reasoned = training::eval_embeddings(m, *tok, subset, prompts, o);
+    for (const auto& [name, x, y] : {std::tuple{"T", plain.T, reasoned.T}, std::tuple{"V", plain.V, reasoned.V},
+                                     std::tuple{"A1", plain.A1, reasoned.A1}, std::tuple{"A2", plain.A2, reasoned.A2}})
+      CHECK_MESSAGE(x.to_vector<float>() == y.to_vector<float>(), name);
+    CHECK(plain.P.to_vector<float>() != reasoned.P.to_vector<float>());
+    CHECK(plain.M.to_vector<float>() != reasoned.M.to_vector<float>());
+
+    // product 0's P row by hand: its loader row as a prompt, 3 greedy tokens, then embedded with them
+    io::LoaderOptions lo = model::eval_loader_options(m.config(), 1, 64, 0);
+    io::DataLoader loader(std::make_shared<const io::Manifest>(subset), tok, lo);
+    const io::Batch batch = loader.build_batch(0, 0);
+    std::vector<model::InputRow> rows = model::rows_from_loader(batch);
+    REQUIRE(rows.size() == 1);
+    const model::SpecialTokens special = model::SpecialTokens::from(*tok);
+    model::InputRow prompt = rows[0];
+    prompt.prompt = true;
+    model::GenerateOptions g;
+    g.max_new_tokens = 3;
+    g.stop_token = special.think_end;
+    std::vector<int64_t> thought = model::generate(m, model::assemble({prompt}, batch.images, special, m.config()), g)[0];
+    if (!thought.empty() && thought.back() == special.think_end) thought.pop_back();
+    rows[0].reasoning = thought;
+    rows[0].has_reasoning = true;
+    const std::vector<float> want = model::embed_rows(m, rows, batch.images, special).to_vector<float>();
+    const std::vector<float> got = reasoned.P.select(0, 0).to_vector<float>();
+    REQUIRE(got.size() == want.size());
+    double diff = 0;
+    for (size_t k = 0; k < got.size(); ++k) diff = std::max(diff, std::abs(double(got[k]) - double(want[k])));
+    CHECK(diff <= 1e-5);
   }
 
   TEST_CASE("moon eval: table, JSON file, a run folder's newest checkpoint and tokenizer, errors") {

@@ -368,17 +368,10 @@ struct Embedder {
 
 }  // namespace
 
-EvalReport evaluate(const model::MoonModel& model, const io::BpeTokenizer& tokenizer, const io::Manifest& manifest,
-                    const EvalOptions& options) {
-  const auto start = std::chrono::steady_clock::now();
+EvalEmbeddings eval_embeddings(const model::MoonModel& model, const io::BpeTokenizer& tokenizer,
+                               const io::Manifest& evaluated, const EvalPrompts& prompts, const EvalOptions& options) {
   MOON_CHECK(options.batch > 0, "evaluate: batch must be positive, got ", options.batch);
-  auto subset = std::make_shared<io::Manifest>();
-  subset->path = manifest.path;
-  subset->folder = manifest.folder;
-  subset->products = eval_products(manifest, options);
-  MOON_CHECK(!subset->products.empty(), manifest.path, ": no products",
-             options.split.empty() ? std::string() : " in split '" + options.split + "'",
-             " to evaluate (check --split; `moon data validate ", manifest.path, "` lists the splits)");
+  const auto subset = std::make_shared<const io::Manifest>(evaluated);
   const std::vector<io::Product>& products = subset->products;
   const size_t n = products.size();
   const int64_t D = model.config().embedding.dim;
@@ -403,15 +396,15 @@ EvalReport evaluate(const model::MoonModel& model, const io::BpeTokenizer& token
       const io::Batch b = loader.next();
       const std::vector<model::InputRow> rows = model::rows_from_loader(b);
       const std::vector<int64_t> index = b.product_index.to_vector<int64_t>();
-      std::vector<model::InputRow> both, text_only, image_only;
+      std::vector<model::InputRow> any, text_only, image_only, mm;
       std::vector<int64_t> at_both, at_text, at_image, at_any;
       for (size_t r = 0; r < rows.size(); ++r) {
         const io::Product& p = products[static_cast<size_t>(index[r])];
         model::check_vocab(rows[r], model.config().decoder.vocab,
-                           manifest.path + ":" + std::to_string(p.line) + ": product '" + p.id + "'");
+                           subset->path + ":" + std::to_string(p.line) + ": product '" + p.id + "'");
         const bool has_text = !rows[r].text.empty(), has_image = rows[r].image >= 0;
         if (has_text || has_image) {
-          both.push_back(rows[r]);
+          any.push_back(rows[r]);
           at_any.push_back(index[r]);
         }
         if (has_text) {
@@ -426,16 +419,16 @@ EvalReport evaluate(const model::MoonModel& model, const io::BpeTokenizer& token
           image_only.push_back(row);
           at_image.push_back(index[r]);
         }
-        if (has_text && has_image) at_both.push_back(index[r]);
+        if (has_text && has_image) {
+          mm.push_back(rows[r]);
+          at_both.push_back(index[r]);
+        }
       }
       if (pass == 0) {
-        if (!both.empty()) P.put(embedder.embed(both, b.images, true), at_any);
+        if (!any.empty()) P.put(embedder.embed(any, b.images, true), at_any);
         if (!text_only.empty()) T.put(embedder.embed(text_only, Tensor(), false), at_text);
         if (!image_only.empty()) V.put(embedder.embed(image_only, b.images, false), at_image);
       } else {
-        std::vector<model::InputRow> mm;
-        for (const model::InputRow& r : both)
-          if (!r.text.empty() && r.image >= 0) mm.push_back(r);
         if (!mm.empty()) M.put(embedder.embed(mm, b.images, true), at_both);
         if (!image_only.empty()) {
           A1.put(embedder.embed(image_only, b.images, false), at_image);
@@ -447,7 +440,6 @@ EvalReport evaluate(const model::MoonModel& model, const io::BpeTokenizer& token
     }
   }
 
-  const EvalPrompts prompts = eval_prompts(products);
   EvalEmbeddings e;
   e.P = P.tensor();
   e.T = T.tensor();
@@ -464,10 +456,24 @@ EvalReport evaluate(const model::MoonModel& model, const io::BpeTokenizer& token
     for (const std::string& v : values) texts.push_back(key + ": " + v);
     e.attributes.push_back(embedder.embed_texts(tokenizer, texts, options.batch, options.max_tokens, "attribute prompt"));
   }
+  return e;
+}
 
+EvalReport evaluate(const model::MoonModel& model, const io::BpeTokenizer& tokenizer, const io::Manifest& manifest,
+                    const EvalOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  io::Manifest subset;
+  subset.path = manifest.path;
+  subset.folder = manifest.folder;
+  subset.products = eval_products(manifest, options);
+  MOON_CHECK(!subset.products.empty(), manifest.path, ": no products",
+             options.split.empty() ? std::string() : " in split '" + options.split + "'",
+             " to evaluate (check --split; `moon data validate ", manifest.path, "` lists the splits)");
+  const EvalPrompts prompts = eval_prompts(subset.products);
+  const EvalEmbeddings e = eval_embeddings(model, tokenizer, subset, prompts, options);
   EvalReport report;
-  report.metrics = task_metrics(products, prompts, e);
-  report.products = static_cast<int64_t>(n);
+  report.metrics = task_metrics(subset.products, prompts, e);
+  report.products = static_cast<int64_t>(subset.products.size());
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
 }

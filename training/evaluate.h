@@ -74,6 +74,12 @@ std::vector<std::pair<std::string, double>> task_metrics(const std::vector<io::P
 // indices floor(i * n / limit).
 std::vector<io::Product> eval_products(const io::Manifest& manifest, const EvalOptions& options);
 
+// Every embedding of EvalEmbeddings for all products of `evaluated` (already the split and limit: see
+// eval_products), in two loader passes (plain images; two augmented views keyed by options.seed), batched.
+EvalEmbeddings eval_embeddings(const model::MoonModel& model, const io::BpeTokenizer& tokenizer,
+                               const io::Manifest& evaluated, const EvalPrompts& prompts, const EvalOptions& options);
+
+// eval_products, eval_prompts, eval_embeddings, task_metrics; timed.
 EvalReport evaluate(const model::MoonModel& model, const io::BpeTokenizer& tokenizer, const io::Manifest& manifest,
                     const EvalOptions& options);
 
