@@ -380,6 +380,7 @@ def run_grpo(policy, reference, tensors, gopt, special):
 
 
 def cmd_loss(args):
+    torch.set_num_threads(1)  # tiny models: one thread is as fast, and immune to spinning on a busy machine
     n = len(args.ckpt)
     if len(args.inputs) != n or len(args.out) != n or (args.ref and len(args.ref) != n):
         fail("give as many --ckpt as --inputs and --out (and --ref, if any); they pair up in order")
@@ -575,6 +576,7 @@ def selfcheck_closed_form(check):
 
 
 def selfcheck(args):
+    torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
     check = Checker()
     selfcheck_closed_form(check)
