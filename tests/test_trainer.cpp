@@ -1,6 +1,6 @@
-// Suite "trainer": the training loop end to end on the tiny config and a small real PNG manifest: exact
-// resume (GRPO crossing it), checkpoints (keep-last-K, atomic, loadable), NaN steps, bad manifest lines,
-// config mismatches, SIGINT through the binary, `moon plot`, the progress line and the metrics log.
+// Suites "trainer" (fast: the progress line, the metrics log, the training state, plots) and "trainer_slow"
+// (whole runs of the tiny config on a small real PNG manifest: exact resume with GRPO crossing it,
+// checkpoints with keep-last-K, NaN steps, bad manifest lines, config mismatches, SIGINT through the binary).
 #include <signal.h>
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
@@ -210,6 +210,33 @@ TEST_SUITE("trainer") {
     CHECK(checkpoint_path("R", 12) == "R/checkpoints/step-00000012.safetensors");
   }
 
+  TEST_CASE("moon plot: three panels with GRPO and evaluation records") {
+    TempDir dir("trainer-plot");
+    std::string text;
+    for (int s = 1; s <= 30; ++s)
+      text += json{{"step", s}, {"loss", 3.0 / s}, {"inter", 2.0 / s}, {"reward_mean", s > 10 ? json(0.01 * s) : json(nullptr)}}
+                  .dump() + "\n";
+    text += json{{"step", 0}, {"eval", {{"t2i.R@1", 0.1}, {"zeroshot.acc", 0.3}}}}.dump() + "\n";
+    text += json{{"step", 30}, {"eval", {{"t2i.R@1", 0.4}, {"zeroshot.acc", 0.6}}}}.dump() + "\n";
+    io::write_file_atomic(dir / "m.jsonl", text);
+    const std::vector<Panel> panels = metrics_panels(dir / "m.jsonl");
+    REQUIRE(panels.size() == 3);
+    CHECK(panels[0].series.size() == 2);
+    CHECK(panels[1].series[0].points.size() == 20);
+    CHECK(panels[2].series.size() == 2);
+    const std::string png = plot_run(dir / "m.jsonl", dir / "out/c.png");
+    int w = 0, h = 0, c = 0;
+    uint8_t* pixels = stbi_load(png.c_str(), &w, &h, &c, 3);
+    REQUIRE(pixels != nullptr);
+    stbi_image_free(pixels);
+    CHECK(w == 960);
+    CHECK(h == 900);
+  }
+
+}
+
+// Whole training runs: seconds each in a release build, too slow for the ASan build's fast label.
+TEST_SUITE("trainer_slow") {
   TEST_CASE("exact resume: 3 steps + resume to 6 == 6 straight, with GRPO from step 2") {
     TempDir dir("trainer-resume");
     const std::string manifest = write_manifest(dir, 12, 0);
@@ -423,29 +450,6 @@ TEST_SUITE("trainer") {
     const auto bad = moon::test::run_moon(dir, "plot " + moon::test::quoted(dir / "nothing"));
     CHECK(bad.status == 2);
     CHECK(contains(bad.err, dir / "nothing" + ": no such metrics file"));
-  }
-
-  TEST_CASE("moon plot: three panels with GRPO and evaluation records") {
-    TempDir dir("trainer-plot");
-    std::string text;
-    for (int s = 1; s <= 30; ++s)
-      text += json{{"step", s}, {"loss", 3.0 / s}, {"inter", 2.0 / s}, {"reward_mean", s > 10 ? json(0.01 * s) : json(nullptr)}}
-                  .dump() + "\n";
-    text += json{{"step", 0}, {"eval", {{"t2i.R@1", 0.1}, {"zeroshot.acc", 0.3}}}}.dump() + "\n";
-    text += json{{"step", 30}, {"eval", {{"t2i.R@1", 0.4}, {"zeroshot.acc", 0.6}}}}.dump() + "\n";
-    io::write_file_atomic(dir / "m.jsonl", text);
-    const std::vector<Panel> panels = metrics_panels(dir / "m.jsonl");
-    REQUIRE(panels.size() == 3);
-    CHECK(panels[0].series.size() == 2);
-    CHECK(panels[1].series[0].points.size() == 20);
-    CHECK(panels[2].series.size() == 2);
-    const std::string png = plot_run(dir / "m.jsonl", dir / "out/c.png");
-    int w = 0, h = 0, c = 0;
-    uint8_t* pixels = stbi_load(png.c_str(), &w, &h, &c, 3);
-    REQUIRE(pixels != nullptr);
-    stbi_image_free(pixels);
-    CHECK(w == 960);
-    CHECK(h == 900);
   }
 
   TEST_CASE("SIGINT through the binary: exit 130 with a resumable checkpoint") {
