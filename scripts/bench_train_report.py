@@ -63,7 +63,9 @@ def main():
     ap.add_argument("--text-len", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=4, help="timed steps per torch process")
+    ap.add_argument("--steps", type=int, default=4, help="timed bf16 steps per torch process")
+    ap.add_argument("--f32-steps", type=int, default=1,
+                    help="timed f32 steps per torch process (its f32 GEMMs run on the reference BLAS: ~1 min a step)")
     ap.add_argument("--min-time", type=float, default=3.0, help="moon_bench --benchmark_min_time per process")
     ap.add_argument("--dtypes", default="f32,bf16")
     ap.add_argument("--save", help="default: bench/results/train-cpu-<date>.json")
@@ -77,7 +79,8 @@ def main():
             print(f"round {r + 1}/{args.rounds}: moon {dtype} (load {load_average():.2f})", file=sys.stderr)
             moon_runs[dtype].append(moon_run(args.bench, args.config, dtype, args.threads, args.min_time))
             print(f"round {r + 1}/{args.rounds}: torch {dtype} (load {load_average():.2f})", file=sys.stderr)
-            torch_runs[dtype].append(torch_run(args.config, args.batch, args.text_len, dtype, args.threads, args.steps))
+            steps = args.f32_steps if dtype == "f32" else args.steps
+            torch_runs[dtype].append(torch_run(args.config, args.batch, args.text_len, dtype, args.threads, steps))
             loads.append(load_average())
     rows = []
     for dtype in dtypes:
