@@ -85,7 +85,8 @@ TEST_SUITE("contrastive") {
     const double s0 = 1.7, hw = 2.0;
 
     Tensor tq = leaf(q, {nq, d}), tk = leaf(k, {nc, d}), ts = leaf({s0}, {});
-    Tensor loss = info_nce(tq, tk, pos, ts, from_vector(hard, {nq, nc}, DType::U8), hw, from_vector(wf, {nq}));
+    Tensor tw = from_vector(wf, {nq}).set_requires_grad(true);  // the weights are used detached
+    Tensor loss = info_nce(tq, tk, pos, ts, from_vector(hard, {nq, nc}, DType::U8), hw, tw);
     CHECK(loss.dim() == 0);
     const double want = ref_info_nce(q, k, nq, nc, d, pos, s0, hard, hw, w);
     CHECK(std::fabs(loss.item() - want) < 1e-5 * std::max(1.0, std::fabs(want)));
@@ -111,6 +112,7 @@ TEST_SUITE("contrastive") {
     const double ds = (ref_info_nce(q, k, nq, nc, d, pos, s0 + h, hard, hw, w) -
                        ref_info_nce(q, k, nq, nc, d, pos, s0 - h, hard, hw, w)) / (2 * h);
     CHECK(std::fabs(ts.grad().item() - ds) < 1e-4 * std::max(1.0, std::fabs(ds)));
+    CHECK_FALSE(tw.grad().defined());
   }
 
   TEST_CASE("info_nce: hard_negative_weight 1 is the plain loss; without weights it is the mean CE") {
@@ -167,9 +169,9 @@ TEST_SUITE("contrastive") {
     ContrastiveOptions o;  // kappa 10, threshold 0.6
     // candidates along the axes; a query's dot product with candidate j is its j-th coordinate
     Tensor k = from_vector(std::vector<float>{1, 0, 0, 0, /**/ 0, 1, 0, 0, /**/ 0, 0, 1, 0, /**/ 0, 0, 0, 1}, {4, 4});
-    Tensor q = from_vector(std::vector<float>{0.9f, 0.5f, 0.7f, 0.1f,  /* pos 0, hard {3}: hardest 0.1 */
-                                              0.2f, 0.3f, 0.6f, 0.8f,  /* pos 1, no hard: hardest 0.8 */
-                                              0.4f, 0.1f, 0.4f, 0.0f}, /* pos 2, hard {0, 1}: hardest 0.4 */
+    Tensor q = from_vector(std::vector<float>{0.9f, 0.85f, 0.7f, 0.1f,  /* pos 0, hard {3}: hardest 0.1 */
+                                              0.2f, 0.3f, 0.6f, 0.8f,   /* pos 1, no hard: hardest 0.8 */
+                                              0.4f, 0.1f, 0.4f, 0.6f},  /* pos 2, hard {0, 1}: hardest 0.4 */
                            {3, 4});
     std::vector<uint8_t> hard = {0, 0, 0, 1, /**/ 0, 0, 0, 0, /**/ 1, 1, 0, 0};
     const double m = 0.15;
@@ -183,10 +185,12 @@ TEST_SUITE("contrastive") {
     CHECK(w[1] == doctest::Approx(expect(0.3, 0.8)).epsilon(1e-6));
     CHECK(w[2] == doctest::Approx(expect(0.4, 0.4)).epsilon(1e-6));
     CHECK(w[1] < 0.02);
-    // without a mask every negative counts: row 0's hardest becomes 0.7
+    // without a mask every negative counts: the hardest of rows 0 and 2 become 0.85 and 0.6
     std::vector<float> w2 = filter_weights(q, k, {0, 1, 2}, Tensor(), o, m).to_vector<float>();
-    CHECK(w2[0] == doctest::Approx(expect(0.9, 0.7)).epsilon(1e-6));
-    CHECK(w2[2] == doctest::Approx(expect(0.4, 0.4)).epsilon(1e-6));
+    CHECK(w2[0] == doctest::Approx(expect(0.9, 0.85)).epsilon(1e-6));
+    CHECK(w2[0] < 0.5);
+    CHECK(w2[1] == doctest::Approx(expect(0.3, 0.8)).epsilon(1e-6));
+    CHECK(w2[2] == doctest::Approx(expect(0.4, 0.6)).epsilon(1e-6));
     // a single candidate: no negative at all, weight 1
     CHECK(filter_weights(q.slice(0, 0, 1), k.slice(0, 0, 1).slice(1, 0, 4), {0}, Tensor(), o, m).item() == 1.0);
     // the weights are detached
