@@ -46,6 +46,7 @@ io::Batch synthetic_batch(const model::ModelConfig& c, int64_t B) {
   return batch;
 }
 
+// The model, views, temperature and optimizer of (config, B), built once and cached.
 TrainSetup& setup_for(const std::string& config, int64_t B) {
   static std::map<std::string, TrainSetup> cache;
   const std::string key = config + "/" + std::to_string(B);
@@ -63,12 +64,14 @@ TrainSetup& setup_for(const std::string& config, int64_t B) {
   return cache.emplace(key, std::move(s)).first->second;
 }
 
+// The process's peak resident set so far, MB.
 double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
+// One timed training step per iteration: drop gradients, contrastive_step (chunk 0), clip at 1.0, AdamW.
 void train_step(benchmark::State& state, const std::string& config, DType dtype) {
   TrainSetup& s = setup_for(config, state.range(0));
   s.model->compute().dtype = dtype;
