@@ -1,11 +1,14 @@
 # ctest entries: one per doctest test suite of moon_tests, labelled so CI can pick subsets.
 #   fast   : quick unit suites (also run under the sanitizers: ctest -L fast in build-asan)
 #   slow   : long suites (the full registry sweep at every size and ISA)
+#   train  : whole training runs on the tiny config (exact resume, NaN, SIGINT): release build only, since they
+#            take minutes under the sanitizers; the training code's unit suites are fast
 #   parity : comparisons with PyTorch (needs Debian's /usr/bin/python3 with python3-torch; not under ASan)
 #
 # Suites are found by scanning tests/*.cpp for TEST_SUITE("name"), so a new suite gets its ctest entry at
 # the next configure (editing a test file re-runs configure). A suite not listed below is labelled fast.
 set(MOON_SLOW_SUITES ops_sweep)
+set(MOON_TRAIN_SUITES trainer_slow)
 set(MOON_SPECIAL_SUITES parity)  # have their own entries below
 set(MOON_TORCH_PYTHON /usr/bin/python3 CACHE FILEPATH "Python interpreter with torch (Debian's python3-torch)")
 
@@ -45,6 +48,8 @@ foreach(suite IN LISTS _moon_suites)
     continue()
   elseif(suite IN_LIST MOON_SLOW_SUITES)
     moon_suite(${suite} "slow")
+  elseif(suite IN_LIST MOON_TRAIN_SUITES)
+    moon_suite(${suite} "train")
   else()
     moon_suite(${suite} "fast")
   endif()
