@@ -342,6 +342,9 @@ TEST_SUITE("contrastive") {
     CHECK(got.matryoshka.item() == doctest::Approx(mat).epsilon(1e-6));
     CHECK(got.inter.item() == doctest::Approx(contrastive_loss(e, ls, no_mat, margin).inter.item()).epsilon(1e-7));
     CHECK(got.total.item() == doctest::Approx(got.inter.item() + 0.5 * mat).epsilon(1e-6));
+    ContrastiveOptions no_inter = o;  // Matryoshka is L_inter on prefixes: off with L_inter
+    no_inter.inter = false;
+    CHECK(contrastive_loss(e, ls, no_inter, margin).matryoshka.item() == 0.0);
     o.matryoshka_dims = {9};
     CHECK(error_of([&] { contrastive_loss(e, ls, o, margin); }) == "embedding_prefix: size 9 must be in [1, 8]");
   }

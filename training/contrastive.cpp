@@ -276,7 +276,7 @@ ContrastiveLoss contrastive_loss(const ViewEmbeddings& e, const Tensor& logit_sc
       }
     }
     if (options.intra) out.intra = intra_loss(e, s, options);
-    if (!options.matryoshka_dims.empty()) {
+    if (options.inter && !options.matryoshka_dims.empty()) {  // L_inter on prefixes: off with L_inter
       std::vector<Tensor> terms;
       for (int64_t d : options.matryoshka_dims) {
         auto prefix = [d](const Tensor& x) { return present(x) ? model::embedding_prefix(x, d) : x; };

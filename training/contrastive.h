@@ -20,7 +20,7 @@ struct ContrastiveOptions {
   double filter_kappa = 10.0;
   double filter_threshold = 0.6;
   double filter_margin = 0.2;         // margin0; decays linearly to 0 over the run
-  std::vector<int64_t> matryoshka_dims;  // empty: no Matryoshka loss
+  std::vector<int64_t> matryoshka_dims;  // empty: no Matryoshka loss (none either with inter off)
   double matryoshka_weight = 1.0;
   double aux_weight = 0.0;            // the config's moe.aux_weight (0 without MoE)
 };
