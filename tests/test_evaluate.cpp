@@ -349,6 +349,16 @@ TEST_SUITE("evaluate") {
                                      std::tuple{"A1", plain.A1, reasoned.A1}, std::tuple{"A2", plain.A2, reasoned.A2}})
       CHECK_MESSAGE(x.to_vector<float>() == y.to_vector<float>(), name);
     CHECK(plain.P.to_vector<float>() != reasoned.P.to_vector<float>());
+    // the matching views: two different augmentations, neither the plain image; another seed, other views
+    CHECK(plain.A1.to_vector<float>() != plain.A2.to_vector<float>());
+    CHECK(plain.A1.to_vector<float>() != plain.V.to_vector<float>());
+    CHECK(plain.has_views == plain.has_image);
+    training::EvalOptions seeded = o;
+    seeded.reason_tokens = 0;
+    seeded.seed = 5;
+    const training::EvalEmbeddings other = training::eval_embeddings(m, *tok, subset, prompts, seeded);
+    CHECK(other.A1.to_vector<float>() != plain.A1.to_vector<float>());
+    CHECK(other.V.to_vector<float>() == plain.V.to_vector<float>());
     CHECK(plain.M.to_vector<float>() != reasoned.M.to_vector<float>());
 
     // product 0's P row by hand: its loader row as a prompt, 3 greedy tokens, then embedded with them
