@@ -99,11 +99,7 @@ Embedded embed_single(const Args& args, const model::MoonModel& model, const io:
   const std::string image = flag_value(args, "--image", ""), text = flag_value(args, "--text", "");
   if (has_flag(args, "--image")) {
     MOON_CHECK(!image.empty(), "--image needs a FILE");
-    io::PreprocessOptions p;
-    p.size = static_cast<int>(config.vision.image_size);
-    p.center_crop = config.vision.style == "clip";
-    p.norm = p.center_crop ? io::Normalization::Clip : io::Normalization::Siglip;
-    images = io::preprocess(io::load_image(image, 3), p).unsqueeze(0);  // (1, 3, S, S)
+    images = io::preprocess(io::load_image(image, 3), model::image_preprocess_options(config)).unsqueeze(0);  // (1, 3, S, S)
     row.image = 0;
   }
   if (has_flag(args, "--text")) {

@@ -76,14 +76,20 @@ TokenizerChoice pick_tokenizer(const std::string& flag_path, const std::map<std:
   return out;
 }
 
+io::PreprocessOptions image_preprocess_options(const ModelConfig& config) {
+  io::PreprocessOptions p;
+  p.size = static_cast<int>(config.vision.image_size);
+  p.filter = io::ResizeFilter::Bicubic;
+  const bool clip = config.vision.style == "clip";
+  p.center_crop = clip;  // CLIP: shortest side + centre crop; SigLIP: a square resize
+  p.norm = clip ? io::Normalization::Clip : io::Normalization::Siglip;
+  return p;
+}
+
 io::LoaderOptions eval_loader_options(const ModelConfig& config, int64_t batch, int64_t max_tokens, int workers) {
   io::LoaderOptions o;
   o.batch_size = batch;
-  o.image.size = static_cast<int>(config.vision.image_size);
-  o.image.filter = io::ResizeFilter::Bicubic;
-  const bool clip = config.vision.style == "clip";
-  o.image.center_crop = clip;  // CLIP: shortest side + centre crop; SigLIP: a square resize
-  o.image.norm = clip ? io::Normalization::Clip : io::Normalization::Siglip;
+  o.image = image_preprocess_options(config);
   o.augment = false;
   o.shuffle = false;
   o.drop_last = false;

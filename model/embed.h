@@ -45,6 +45,10 @@ struct TokenizerChoice {
 TokenizerChoice pick_tokenizer(const std::string& flag_path, const std::map<std::string, std::string>& metadata,
                                int64_t vocab);
 
+// The model's image preprocessing (docs/model.md): the config's image size, bicubic; CLIP: shortest side +
+// centre crop with CLIP normalisation; SigLIP: a square resize with SigLIP normalisation.
+io::PreprocessOptions image_preprocess_options(const ModelConfig& config);
+
 // Loader options for embedding with `config`'s image preprocessing (SigLIP: square resize, CLIP: shortest
 // side + centre crop; bicubic), in manifest order: no shuffle, no augmentation, no dropped batch.
 io::LoaderOptions eval_loader_options(const ModelConfig& config, int64_t batch, int64_t max_tokens, int workers);

@@ -20,6 +20,7 @@
 #include "io/safetensors_sharded.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
+#include "model/embed.h"
 #include "ops/elementwise.h"
 #include "runtime/autograd.h"
 #include "runtime/error.h"
@@ -76,11 +77,7 @@ void check_options(const TrainOptions& o) {
 io::LoaderOptions train_loader_options(const TrainOptions& o, const model::ModelConfig& config) {
   io::LoaderOptions l;
   l.batch_size = o.batch;
-  l.image.size = static_cast<int>(config.vision.image_size);
-  l.image.filter = io::ResizeFilter::Bicubic;
-  const bool clip = config.vision.style == "clip";
-  l.image.center_crop = clip;
-  l.image.norm = clip ? io::Normalization::Clip : io::Normalization::Siglip;
+  l.image = model::image_preprocess_options(config);
   l.augment = true;
   l.views = 2;
   l.max_tokens = o.max_tokens;
