@@ -101,9 +101,8 @@ void reason_about(const model::MoonModel& model, const io::BpeTokenizer& tok, co
       std::vector<int64_t> tokens = out[i * static_cast<size_t>(sampling.samples) + static_cast<size_t>(k)];
       const bool closed = !tokens.empty() && tokens.back() == special.think_end;
       if (closed) tokens.pop_back();
-      const std::string prefix = sampling.samples > 1 ? "[" + std::to_string(k + 1) + "] " : "";
-      std::printf("%s<think>%s%s\n", prefix.c_str(), decode(tok, tokens).c_str(),
-                  closed ? "</think>" : " ... (no </think> within --max-tokens)");
+      if (sampling.samples > 1) std::printf("[%lld] ", static_cast<long long>(k + 1));
+      std::printf("<think>%s%s\n", decode(tok, tokens).c_str(), closed ? "</think>" : " ... (no </think> within --max-tokens)");
     }
   }
   std::fflush(stdout);
