@@ -44,6 +44,14 @@ int64_t sample_id(const float* logits, int64_t V, double temperature, double top
   }
   std::vector<int64_t> order(static_cast<size_t>(V));
   std::iota(order.begin(), order.end(), 0);
+  if (top_p >= 1.0) {  // the whole vocabulary is kept: draw in id order, no sort
+    double target = u * total, run = 0;
+    for (int64_t i = 0; i < V; ++i) {
+      run += prob[i];
+      if (target < run) return i;
+    }
+    return top;
+  }
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return prob[a] > prob[b]; });
   int64_t kept = 0;
   double mass = 0;
@@ -138,39 +146,63 @@ std::vector<std::vector<int64_t>> generate(const MoonModel& model, const ModelBa
   return result;
 }
 
-Tensor token_logprobs(const MoonModel& model, const ModelBatch& batch) {
+Tensor token_logprobs(const MoonModel& model, const ModelBatch& batch, const Tensor& only) {
   const Decoder& decoder = model.decoder();
   const Compute& compute = model.compute();
-  const int64_t B = batch.rows(), T = batch.token_ids.size(1), V = model.config().decoder.vocab;
-  MoonModel::Prepared prepared = model.prepare(batch);
-  DecoderOutput out = decoder.forward(prepared.inputs, batch.positions, batch.keep, batch.modality,
-                                      model.fire_hook(prepared, batch), nullptr, compute);
-  Tensor logp = log_softmax(decoder.logits(out.hidden, compute), -1).reshape({B * T * V});  // (B*T*V)
+  const int64_t B = batch.rows(), T = batch.token_ids.size(1), C = model.config().decoder.hidden;
+  const int64_t V = model.config().decoder.vocab;
+  if (only.defined())
+    MOON_CHECK(only.shape() == batch.token_ids.shape(), "token_logprobs: the position mask ", only.desc(),
+               " does not match token_ids ", batch.token_ids.desc());
 
-  // Token (b, t) is predicted at the previous kept position of its row; 0 where there is none, where t is
-  // padding or a vision placeholder.
+  // Token (b, t) is predicted at the previous kept position of its row. It is scored unless it is the row's
+  // first kept token, padding, a vision placeholder, or outside `only`.
   const std::vector<uint8_t> keep = batch.keep.to_vector<uint8_t>();
   const std::vector<int64_t> ids = batch.token_ids.to_vector<int64_t>();
   std::vector<int64_t> slot(static_cast<size_t>(B * T), -1);
   if (batch.vision_slot.defined()) slot = batch.vision_slot.to_vector<int64_t>();
-  std::vector<int64_t> pick(static_cast<size_t>(B * T), 0);  // flat index into (B, T, V)
-  std::vector<float> mask(static_cast<size_t>(B * T), 0.0f);
+  std::vector<uint8_t> wanted(static_cast<size_t>(B * T), 1);
+  if (only.defined()) wanted = only.to(DType::U8).to_vector<uint8_t>();
+  std::vector<int64_t> predictor;                                // (N): flat (b, t) position whose logits predict
+  std::vector<int64_t> token;                                    // (N): the token scored there
+  std::vector<int64_t> place(static_cast<size_t>(B * T), -1);    // (B*T): index into the N scores; N = zero
   for (int64_t b = 0; b < B; ++b) {
     int64_t prev = -1;
     for (int64_t t = 0; t < T; ++t) {
       const int64_t i = b * T + t;
       if (!keep[i]) continue;
-      if (prev >= 0 && slot[i] < 0) {
+      if (prev >= 0 && slot[i] < 0 && wanted[i]) {
         MOON_CHECK(ids[i] >= 0 && ids[i] < V, "token_logprobs: token_ids[", b, ", ", t, "] = ", ids[i],
                    " is outside the vocabulary [0, ", V, ")");
-        pick[i] = (b * T + prev) * V + ids[i];
-        mask[i] = 1.0f;
+        place[i] = static_cast<int64_t>(predictor.size());
+        predictor.push_back(b * T + prev);
+        token.push_back(ids[i]);
       }
       prev = t;
     }
   }
-  Tensor picked = index_select(logp, 0, from_vector(pick, {B * T}, DType::I64));  // (B*T)
-  return mul(picked, from_vector(mask, {B * T})).reshape({B, T});                  // (B, T)
+  if (predictor.empty()) {  // nothing scored: one unused row keeps the result attached to the graph
+    predictor.push_back(0);
+    token.push_back(0);
+  }
+  const int64_t N = static_cast<int64_t>(predictor.size());
+  for (int64_t& p : place)
+    if (p < 0) p = N;
+
+  MoonModel::Prepared prepared = model.prepare(batch);
+  DecoderOutput out = decoder.forward(prepared.inputs, batch.positions, batch.keep, batch.modality,
+                                      model.fire_hook(prepared, batch), nullptr, compute);
+  const Tensor hidden = out.hidden.reshape({B * T, C});  // (B*T, C)
+  const Device device = hidden.device();
+
+  // The vocabulary projection runs on the N predicting positions only: it dominates the cost at long T.
+  std::vector<int64_t> pick(static_cast<size_t>(N));  // (N): flat index into (N, V)
+  for (int64_t n = 0; n < N; ++n) pick[n] = n * V + token[n];
+  const Tensor rows = index_select(hidden, 0, from_vector(predictor, {N}, DType::I64, device));   // (N, C)
+  const Tensor logp = log_softmax(decoder.logits(rows, compute), -1).reshape({N * V});    // (N*V)
+  const Tensor picked = index_select(logp, 0, from_vector(pick, {N}, DType::I64, device));        // (N)
+  const Tensor scores = concat({picked, zeros({1}, picked.dtype(), device)}, 0);                                  // (N+1): the last is 0
+  return index_select(scores, 0, from_vector(place, {B * T}, DType::I64, device)).reshape({B, T});  // (B, T)
 }
 
 }  // namespace moon::model

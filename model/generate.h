@@ -24,6 +24,8 @@ std::vector<std::vector<int64_t>> generate(const MoonModel& model, const ModelBa
 // log p(token_ids[b, t] | tokens before t) for t >= 1 (0 at t = 0 and wherever keep is 0 or the token is a
 // vision placeholder): (B, T) f32, differentiable in the parameters. The prediction is read at the row's
 // previous kept position (t - 1 in right-padded batches); a row's first kept token scores 0.
-Tensor token_logprobs(const MoonModel& model, const ModelBatch& batch);
+// only: optional (B, T) mask; where it is 0 the result is 0 too, and the vocabulary projection (the larger
+// part of the cost) is skipped. GRPO passes the reasoning tokens it scores.
+Tensor token_logprobs(const MoonModel& model, const ModelBatch& batch, const Tensor& only = Tensor());
 
 }  // namespace moon::model

@@ -622,6 +622,22 @@ TEST_SUITE("model_decoder") {
       INFO("token ", id, ": nucleus probability ", q, ", drawn ", hits[id], " of ", draws);
       CHECK(std::abs(hits[id] / double(draws) - q) < 4 * sd);
     }
+
+    // top_p = 1 keeps the whole vocabulary (drawn without sorting): frequencies follow softmax itself, and
+    // tokens outside the 0.6 nucleus (at least 0.4 of the mass) are drawn too.
+    opt.top_p = 1.0;
+    opt.seed = 2000;
+    std::map<int64_t, int> all_hits;
+    for (const auto& r : generate(model, many, opt)) ++all_hits[r.at(0)];
+    int outside = 0;
+    for (const auto& [id, n] : all_hits) outside += nucleus.count(id) ? 0 : n;
+    CHECK(outside > draws / 4);
+    for (int64_t v = 0; v < V; ++v) {
+      if (p[v] < 0.02) continue;
+      const double sd = std::sqrt(p[v] * (1 - p[v]) / draws);
+      INFO("token ", v, ": probability ", p[v], ", drawn ", all_hits[v], " of ", draws);
+      CHECK(std::abs(all_hits[v] / double(draws) - p[v]) < 4 * sd);
+    }
   }
 
   TEST_CASE("token_logprobs equals log_softmax of the logits gathered by hand, and is differentiable") {
@@ -672,5 +688,59 @@ TEST_SUITE("model_decoder") {
     REQUIRE(w.grad().defined());
     const std::vector<float> g = w.grad().to_vector<float>();
     CHECK(std::any_of(g.begin(), g.end(), [](float v) { return v != 0.0f; }));
+  }
+  TEST_CASE("token_logprobs with a position mask scores only the masked positions, with the same values and gradient") {
+    ModelConfig cfg = tiny_model_config();
+    MoonModel model(cfg);
+    spread_params(model.params(), 41);
+    std::vector<InputRow> rows(2);
+    rows[0].text = {10, 11, 12};
+    rows[0].image = 0;
+    rows[0].reasoning = {20, 21, 22};
+    rows[0].has_reasoning = true;
+    rows[1].text = {14, 15, 16, 17};
+    rows[1].reasoning = {24, 25};
+    rows[1].has_reasoning = true;
+    Generator gen(3);
+    ModelBatch batch = assemble(rows, randn({1, 3, 16, 16}, gen), SpecialTokens{}, cfg);
+    const int64_t B = 2, T = batch.token_ids.size(1);
+    std::vector<uint8_t> only(static_cast<size_t>(B * T), 0);  // (B, T): every third position, and row 1's last
+    for (int64_t i = 0; i < B * T; i += 3) only[i] = 1;
+    only[(B - 1) * T + T - 1] = 1;
+    const Tensor mask = from_vector(only, {B, T}, DType::U8);
+    const Tensor& w = model.params().get("model.layers.0.self_attn.v_proj.weight");
+
+    Tensor full = token_logprobs(model, batch);  // (B, T)
+    Tensor masked_full = mul(full, mask.to(DType::F32));
+    sum(mul(masked_full, masked_full)).backward();
+    const std::vector<float> g_full = w.grad().to_vector<float>(), v_full = masked_full.to_vector<float>();
+    model.params().zero_grad();
+
+    Tensor part = token_logprobs(model, batch, mask);  // (B, T)
+    REQUIRE(part.shape() == Shape({B, T}));
+    sum(mul(part, part)).backward();
+    const std::vector<float> g_part = w.grad().to_vector<float>(), v_part = part.to_vector<float>();
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < B * T; ++i) {
+      INFO("position ", i);
+      CHECK(std::abs(v_part[i] - v_full[i]) < 1e-6);
+      nonzero += v_part[i] != 0.0f;
+    }
+    CHECK(nonzero >= 3);
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < g_full.size(); ++i) {
+      worst = std::max(worst, std::abs(static_cast<double>(g_part[i]) - g_full[i]));
+      scale = std::max(scale, std::abs(static_cast<double>(g_full[i])));
+    }
+    CHECK(scale > 0);
+    CHECK(worst <= 1e-5 * scale);
+
+    // An empty mask gives zeros and a gradient of zeros, not an error.
+    model.params().zero_grad();
+    Tensor none = token_logprobs(model, batch, zeros({B, T}, DType::U8));
+    sum(none).backward();
+    for (float v : none.to_vector<float>()) CHECK(v == 0.0f);
+    CHECK_THROWS_WITH_AS(token_logprobs(model, batch, zeros({B, T + 1}, DType::U8)),
+                         doctest::Contains("does not match token_ids"), Error);
   }
 }

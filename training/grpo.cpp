@@ -250,11 +250,11 @@ PolicyLoss policy_loss(const model::MoonModel& policy, const model::MoonModel& r
              " advantages for ", rollouts.tokens.size(), " rollouts (run retrieval_rewards or group_advantages first)");
   const model::ModelBatch batch = model::assemble(rollout_rows(rollouts, special), rollouts.images, special, policy.config());
   const Tensor mask = scored_token_mask(batch, rollouts, special);  // (B, T) u8
-  const Tensor lp = model::token_logprobs(policy, batch);           // (B, T) with gradient
+  const Tensor lp = model::token_logprobs(policy, batch, mask);     // (B, T) with gradient, 0 off the mask
   Tensor ref;
   {
     NoGradGuard no_grad;
-    ref = model::token_logprobs(reference, batch);  // (B, T)
+    ref = model::token_logprobs(reference, batch, mask);  // (B, T)
   }
   PolicyLoss out = clipped_objective(lp, lp.detach(), ref, mask, rollouts.advantage, options);
   double length = 0;
