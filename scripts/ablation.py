@@ -13,7 +13,7 @@ a Markdown table. Rows, each adding one component to the one before (except the 
   grpo    + joint contrastive + GRPO after a contrastive warm-up, evaluated with reasoning  (MOON3.0)
 
 usage: scripts/ablation.py [--moon build/moon] [--out runs/ablation] [--datasets fashion-mnist]
-                           [--steps 150] [--batch 32] [--limit-train N] [--eval-limit 1000] [--rows clip,moon,...]
+                           [--steps 150] [--batch 32] [--eval-limit 1000] [--rows clip,moon,...]
                            [--results docs/results.md] [--bf16]
 Only the standard library: runs with any python3.
 """
@@ -116,30 +116,55 @@ def main():
             with open(report) as f:
                 results[(ds, r)] = json.load(f)
 
-    lines = ["# mbe-local results", "",
-             f"Produced by `scripts/ablation.py --datasets {args.datasets} --steps {args.steps} --batch {args.batch} "
-             f"--lr {args.lr} --eval-limit {args.eval_limit}{' --bf16' if args.bf16 else ''}` on "
-             f"{datetime.date.today().isoformat()}, {platform.machine()} with {os.cpu_count()} cores, config "
-             f"`{args.config}`. Every row trains with the same budget: {args.steps} steps of {args.batch} products "
-             "(the same data order and seed), then `moon eval` on the test split. Metrics are in percent; "
-             "the tasks are defined in [eval.md](eval.md), the rows in [training.md](training.md) and "
-             "`scripts/ablation.py`.", ""]
+    sections = {}
     for ds in args.datasets.split(","):
-        lines += [f"## {ds}", "", "| row | " + " | ".join(c[1] for c in COLUMNS) + " | train s |",
-                  "|---|" + "---|" * (len(COLUMNS) + 1)]
+        lines = [f"## {ds}", "",
+                 f"`scripts/ablation.py --datasets {ds} --config {args.config} --steps {args.steps} --batch {args.batch} "
+                 f"--lr {args.lr} --seed {args.seed} --eval-limit {args.eval_limit}{' --bf16' if args.bf16 else ''}` on "
+                 f"{datetime.date.today().isoformat()}, {platform.machine()} with {os.cpu_count()} cores. "
+                 f"Every row: {args.steps} steps of {args.batch} products (the same data order and seed), then "
+                 f"`moon eval` on up to {args.eval_limit} test products. \"train s\" is the wall time of `moon train`.", "",
+                 "| row | " + " | ".join(c[1] for c in COLUMNS) + " | train s |",
+                 "|---|" + "---|" * (len(COLUMNS) + 1)]
         for r in rows:
             rep = results[(ds, r)]
             m = rep["metrics"]
             cells = [f"{100 * m[k]:.1f}" if k in m else "–" for k, _ in COLUMNS]
             lines.append(f"| {ROWS[r][0]} | " + " | ".join(cells) + f" | {rep.get('train_seconds', 0):.0f} |")
-        lines.append("")
-    text = "\n".join(lines) + "\n"
+        sections[ds] = "\n".join(lines) + "\n"
+    text = merge_results(args.results, sections)
     print(text)
     if args.results:
         with open(args.results + ".tmp", "w") as f:
             f.write(text)
         os.replace(args.results + ".tmp", args.results)
         print(f"wrote {args.results}")
+
+
+HEADER = """# mbe-local results
+
+The ablation of `scripts/ablation.py`: each row adds one component to the row before it (the first is a
+CLIP-style dual encoder), and every row of a data set trains with the same budget. Metrics are in percent on
+the data set's test split; the tasks are defined in [eval.md](eval.md), the rows in
+[training.md](training.md) and `scripts/ablation.py`. The script rewrites the section of each data set it
+runs and keeps the others (and any other section, such as notes).
+"""
+
+
+def merge_results(path, sections):
+    """The results file with `sections` ("## name" blocks) replaced or appended; other sections are kept."""
+    kept = []  # (name, text) in file order
+    if path and os.path.exists(path):
+        with open(path) as f:
+            body = f.read()
+        for block in body.split("\n## ")[1:]:
+            name = block.split("\n", 1)[0].strip()
+            kept.append((name, "## " + block.rstrip("\n") + "\n"))
+    names = [n for n, _ in kept]
+    out = [sections.get(n, t) for n, t in kept]
+    notes = next((i for i, n in enumerate(names) if n.lower().startswith("notes")), len(out))
+    out[notes:notes] = [t for n, t in sections.items() if n not in names]  # new data sets go before the notes
+    return HEADER + "\n" + "\n".join(out)
 
 
 if __name__ == "__main__":
