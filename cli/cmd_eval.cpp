@@ -81,12 +81,7 @@ MOON_COMMAND(eval, 66, "the mbe-local evaluation: retrieval, zero-shot, attribut
   const std::string json_path = flag_value(args, "--json", "");
   MOON_CHECK(!has_flag(args, "--json") || !json_path.empty(), "--json needs OUT (the report file to write)");
 
-  model::LoadedModel loaded;
-  if (!ckpt.empty()) {
-    loaded = model::load_model_or_run(ckpt);
-  } else {
-    loaded.model = std::make_unique<model::MoonModel>(model::load_config(config));
-  }
+  model::LoadedModel loaded = model::load_model_or_config(ckpt, config);
   model::MoonModel& model = *loaded.model;
   model.compute().dtype = has_flag(args, "--bf16") ? DType::BF16 : DType::F32;
   const model::TokenizerChoice tok = model::pick_tokenizer(tokenizer_flag(args), loaded.metadata, model.config().decoder.vocab);

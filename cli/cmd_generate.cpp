@@ -1,7 +1,6 @@
 // `moon generate`: the reasoning a model writes between <think> and </think> for a product (an image, a text,
 // or the first products of a manifest), decoded with the tokenizer. Greedy by default; --temperature samples.
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -49,10 +48,7 @@ model::LoadedModel load_model(const Args& args) {
   const std::string ckpt = flag_value(args, "--model", ""), config = flag_value(args, "--config", "");
   MOON_CHECK(ckpt.empty() != config.empty(),
              "pass exactly one of --model CKPT (a moon checkpoint) and --config CFG (fresh weights)");
-  if (!ckpt.empty()) return model::load_model_or_run(ckpt);
-  model::LoadedModel out;
-  out.model = std::make_unique<model::MoonModel>(model::load_config(config));
-  return out;
+  return model::load_model_or_config(ckpt, config);
 }
 
 // One product to reason about: what to print before its reasoning, and its prompt row.
@@ -156,22 +152,6 @@ void generate_manifest(const Args& args, const model::MoonModel& model,
     }
     reason_about(model, *tok, special, items, b.images, sampling);
   }
-}
-
-// A finite number flag in [lo, hi], or `fallback` when absent.
-double number_flag(const Args& args, const std::string& flag, double fallback, double lo, double hi) {
-  if (!has_flag(args, flag)) return fallback;
-  const std::string text = flag_value(args, flag, "");
-  double value = NAN;
-  size_t used = 0;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  MOON_CHECK(used == text.size() && !text.empty() && std::isfinite(value) && value >= lo && value <= hi, flag,
-             " must be a number in [", lo, ", ", hi, "], got '", text, "'");
-  return value;
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 
 #include <atomic>
 #include <charconv>
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -71,16 +70,6 @@ std::vector<std::string> all_values(const Args& args, const std::string& flag) {
   return out;
 }
 
-double double_flag(const Args& args, const std::string& flag, double fallback) {
-  if (!has_flag(args, flag)) return fallback;
-  const std::string text = flag_value(args, flag, "");
-  double value = 0;
-  const auto [stop, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  MOON_CHECK(!text.empty() && error == std::errc() && stop == text.data() + text.size() && std::isfinite(value), "flag ",
-             flag, " expects a number, got '", text, "'");
-  return value;
-}
-
 int64_t int_flag(const Args& args, const std::string& flag, int64_t fallback, int64_t lo, int64_t hi) {
   if (!has_flag(args, flag)) return fallback;
   const std::string text = flag_value(args, flag, "");
@@ -130,10 +119,10 @@ training::TrainOptions parse_options(const Args& args) {
   o.batch = int_flag(args, "--batch", o.batch, 2, 1 << 20);
   o.accum = int_flag(args, "--accum", o.accum, 1, 1 << 20);
   o.chunk = int_flag(args, "--chunk", o.chunk, 0, 1 << 20);
-  o.lr = double_flag(args, "--lr", o.lr);
+  o.lr = number_flag(args, "--lr", o.lr);
   o.warmup = int_flag(args, "--warmup", o.warmup, 0, int64_t{1} << 40);
-  o.weight_decay = double_flag(args, "--weight-decay", o.weight_decay);
-  o.clip = double_flag(args, "--clip", o.clip);
+  o.weight_decay = number_flag(args, "--weight-decay", o.weight_decay);
+  o.clip = number_flag(args, "--clip", o.clip);
   if (has_flag(args, "--bf16")) o.bf16 = true;
   o.workers = static_cast<int>(int_flag(args, "--workers", o.workers, 0, 64));
   o.max_tokens = int_flag(args, "--max-tokens", o.max_tokens, 1, 1 << 16);
@@ -144,7 +133,7 @@ training::TrainOptions parse_options(const Args& args) {
   o.keep = int_flag(args, "--keep", o.keep, 1, 1 << 20);
   o.max_bad_steps = int_flag(args, "--max-bad-steps", o.max_bad_steps, 1, 1 << 20);
   o.grpo.start_step = int_flag(args, "--grpo-start", o.grpo.start_step, -1, int64_t{1} << 40);
-  o.grpo.weight = double_flag(args, "--grpo-weight", o.grpo.weight);
+  o.grpo.weight = number_flag(args, "--grpo-weight", o.grpo.weight);
   o.grpo.group = int_flag(args, "--group", o.grpo.group, 2, 1 << 12);
   o.grpo.anchors = int_flag(args, "--anchors", o.grpo.anchors, 1, 1 << 12);
   o.grpo.max_tokens = int_flag(args, "--reason-tokens", o.grpo.max_tokens, 1, 1 << 12);

@@ -4,6 +4,7 @@
 //   MOON_COMMAND(tokenize, 40, "encode stdin into token ids (or --decode them)") (const Args& args) {...}
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -30,6 +31,10 @@ std::string flag_value(const Args& args, const std::string& flag, const std::str
 // An integer flag in [lo, hi] (decimal digits only), or `fallback` when the flag is absent. Fails naming the
 // flag and the range when the value is not such an integer.
 uint64_t unsigned_flag(const Args& args, const std::string& flag, uint64_t fallback, uint64_t lo, uint64_t hi);
+// A finite decimal number flag in [lo, hi] (unbounded by default), or `fallback` when the flag is absent. Fails
+// naming the flag (and the range, when there is one) when the value is not such a number.
+double number_flag(const Args& args, const std::string& flag, double fallback, double lo = -HUGE_VAL,
+                   double hi = HUGE_VAL);
 // Positional arguments: those that are neither flags nor the values of the flags named in `valued`.
 std::vector<std::string> positionals(const Args& args, const std::vector<std::string>& valued);
 // Fails with a message naming the command if an argument starting with "--" is not in `known`.

@@ -1,6 +1,7 @@
 // Flag helpers and the command table behind MOON_COMMAND.
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 
 #include "cli/commands.h"
 #include "runtime/error.h"
@@ -51,6 +52,19 @@ uint64_t unsigned_flag(const Args& args, const std::string& flag, uint64_t fallb
   const bool ok = !text.empty() && error == std::errc() && stop == end && value >= lo && value <= hi;
   if (!ok && hi == UINT64_MAX) fail("flag ", flag, " expects an integer >= ", lo, ", got '", text, "'");
   MOON_CHECK(ok, "flag ", flag, " expects an integer in ", lo, "..", hi, ", got '", text, "'");
+  return value;
+}
+
+double number_flag(const Args& args, const std::string& flag, double fallback, double lo, double hi) {
+  if (!has_flag(args, flag)) return fallback;
+  const std::string text = flag_value(args, flag, "");
+  double value = 0;
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, value);
+  const bool ok = !text.empty() && error == std::errc() && stop == end && std::isfinite(value) && value >= lo &&
+                  value <= hi;
+  if (!ok && lo == -HUGE_VAL && hi == HUGE_VAL) fail("flag ", flag, " expects a number, got '", text, "'");
+  MOON_CHECK(ok, "flag ", flag, " must be a number in [", lo, ", ", hi, "], got '", text, "'");
   return value;
 }
 

@@ -12,6 +12,7 @@
 
 #include "io/image.h"
 #include "model/checkpoint.h"
+#include "model/config.h"
 #include "runtime/autograd.h"
 #include "runtime/error.h"
 
@@ -44,6 +45,13 @@ LoadedModel load_model_or_run(const std::string& path) {
   out.path = resolve_model_path(path);
   out.model = load_checkpoint(out.path);
   out.metadata = checkpoint_metadata(out.path);
+  return out;
+}
+
+LoadedModel load_model_or_config(const std::string& path, const std::string& config) {
+  if (!path.empty()) return load_model_or_run(path);
+  LoadedModel out;
+  out.model = std::make_unique<MoonModel>(load_config(config));
   return out;
 }
 

@@ -31,6 +31,9 @@ struct LoadedModel {
 // A checkpoint (file, folder or sharded index) or a `moon train` run folder: RUN_DIR/model.safetensors, else
 // the newest RUN_DIR/checkpoints/step-*.safetensors. Errors name the path and say what was looked for.
 LoadedModel load_model_or_run(const std::string& path);
+// load_model_or_run(path) when path is not empty, else fresh seeded weights of `config` (tiny, small, base or a
+// JSON path) with no metadata.
+LoadedModel load_model_or_config(const std::string& path, const std::string& config);
 // The checkpoint file load_model_or_run reads for `path` (path itself when it is not a run folder).
 std::string resolve_model_path(const std::string& path);
 
