@@ -42,8 +42,6 @@ int64_t sample_id(const float* logits, int64_t V, double temperature, double top
     prob[i] = std::exp((static_cast<double>(logits[i]) - logits[top]) / temperature);
     total += prob[i];
   }
-  std::vector<int64_t> order(static_cast<size_t>(V));
-  std::iota(order.begin(), order.end(), 0);
   if (top_p >= 1.0) {  // the whole vocabulary is kept: draw in id order, no sort
     double target = u * total, run = 0;
     for (int64_t i = 0; i < V; ++i) {
@@ -52,6 +50,8 @@ int64_t sample_id(const float* logits, int64_t V, double temperature, double top
     }
     return top;
   }
+  std::vector<int64_t> order(static_cast<size_t>(V));
+  std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return prob[a] > prob[b]; });
   int64_t kept = 0;
   double mass = 0;
@@ -198,10 +198,10 @@ Tensor token_logprobs(const MoonModel& model, const ModelBatch& batch, const Ten
   // The vocabulary projection runs on the N predicting positions only: it dominates the cost at long T.
   std::vector<int64_t> pick(static_cast<size_t>(N));  // (N): flat index into (N, V)
   for (int64_t n = 0; n < N; ++n) pick[n] = n * V + token[n];
-  const Tensor rows = index_select(hidden, 0, from_vector(predictor, {N}, DType::I64, device));   // (N, C)
-  const Tensor logp = log_softmax(decoder.logits(rows, compute), -1).reshape({N * V});    // (N*V)
-  const Tensor picked = index_select(logp, 0, from_vector(pick, {N}, DType::I64, device));        // (N)
-  const Tensor scores = concat({picked, zeros({1}, picked.dtype(), device)}, 0);                                  // (N+1): the last is 0
+  const Tensor rows = index_select(hidden, 0, from_vector(predictor, {N}, DType::I64, device));  // (N, C)
+  const Tensor logp = log_softmax(decoder.logits(rows, compute), -1).reshape({N * V});          // (N*V)
+  const Tensor picked = index_select(logp, 0, from_vector(pick, {N}, DType::I64, device));      // (N)
+  const Tensor scores = concat({picked, zeros({1}, picked.dtype(), device)}, 0);                // (N+1): the last is 0
   return index_select(scores, 0, from_vector(place, {B * T}, DType::I64, device)).reshape({B, T});  // (B, T)
 }
 
