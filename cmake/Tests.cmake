@@ -81,3 +81,9 @@ set_tests_properties(selftest PROPERTIES LABELS "fast" ENVIRONMENT "OMP_NUM_THRE
 # (see scripts/check_isa_symbols.sh), so the generic path never runs an AVX-512 instruction.
 add_test(NAME isa_symbols COMMAND bash ${CMAKE_SOURCE_DIR}/scripts/check_isa_symbols.sh ${CMAKE_BINARY_DIR})
 set_tests_properties(isa_symbols PROPERTIES LABELS "fast" TIMEOUT 120)
+
+# ---- the CUDA backend: op parity with the CPU, allocator, copies, RNG, determinism. Without a GPU (or a
+# CUDA build) the runner prints "skipped: no CUDA device" and exits 77, which ctest counts as skipped.
+if("cuda" IN_LIST _moon_suites)
+  set_tests_properties(cuda PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=2;MOON_TESTS_NEED_CUDA=1")
+endif()

@@ -3,9 +3,23 @@
 #include <cstring>
 
 #include "runtime/copy.h"
+#include "runtime/dispatch.h"
 #include "runtime/rng.h"
 
 namespace moon {
+
+namespace {
+// Philox draws into a float buffer on the device: the CPU versions ignore the device index.
+using DrawFn = void (*)(float* out, int64_t n, uint64_t seed, uint64_t offset, float a, float b, int device);
+void uniform_cpu(float* out, int64_t n, uint64_t seed, uint64_t offset, float lo, float hi, int) {
+  philox_uniform_cpu(out, n, seed, offset, lo, hi);
+}
+void normal_cpu(float* out, int64_t n, uint64_t seed, uint64_t offset, float mean, float std, int) {
+  philox_normal_cpu(out, n, seed, offset, mean, std);
+}
+KernelTable<DrawFn> g_uniform{"rand", {uniform_cpu, MOON_CUDA_KERNEL(philox_uniform_cuda)}};
+KernelTable<DrawFn> g_normal{"randn", {normal_cpu, MOON_CUDA_KERNEL(philox_normal_cuda)}};
+}  // namespace
 
 Tensor full(const Shape& shape, double value, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
@@ -27,16 +41,17 @@ Tensor arange(double start, double end, double step, DType dtype, Device device)
 }
 
 Tensor rand(const Shape& shape, Generator& gen, double lo, double hi, DType dtype, Device device) {
-  Tensor t = empty(shape, DType::F32, kCPU);
+  Tensor t = empty(shape, DType::F32, device.is_cuda() ? device : kCPU);
   const uint64_t offset = gen.reserve(static_cast<uint64_t>(t.numel()));
-  philox_uniform_cpu(t.data<float>(), t.numel(), gen.seed(), offset, static_cast<float>(lo), static_cast<float>(hi));
+  g_uniform.get(device)(static_cast<float*>(t.raw_data()), t.numel(), gen.seed(), offset, static_cast<float>(lo),
+                        static_cast<float>(hi), device.index);
   return t.to(device, dtype);
 }
 
 Tensor randn(const Shape& shape, Generator& gen, DType dtype, Device device) {
-  Tensor t = empty(shape, DType::F32, kCPU);
+  Tensor t = empty(shape, DType::F32, device.is_cuda() ? device : kCPU);
   const uint64_t offset = gen.reserve(static_cast<uint64_t>(t.numel()));
-  philox_normal_cpu(t.data<float>(), t.numel(), gen.seed(), offset, 0.0f, 1.0f);
+  g_normal.get(device)(static_cast<float*>(t.raw_data()), t.numel(), gen.seed(), offset, 0.0f, 1.0f, device.index);
   return t.to(device, dtype);
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "runtime/device.h"
 
@@ -39,6 +40,15 @@ size_t allocator_size_class(size_t nbytes);
 // Test aid: when on, every CPU allocation is filled with 0xFF bytes (NaN for floats, -1 for integers),
 // so an op that leaves part of its output unwritten shows it.
 void set_poison_allocations(bool on);
-bool poison_allocations();
+bool poison_allocations();  // CUDA allocations are poisoned too (cudaMemset to 0xFF)
+
+// Test aid for device allocators: when on, each new device block carries kGuardBytes of a known pattern
+// right after its requested end, and freeing it checks them; an overwritten guard is recorded (the first
+// one, with the block's size) and returned by take_guard_report(), which then clears it.
+constexpr size_t kGuardBytes = 64;
+void set_device_guards(bool on);
+bool device_guards();
+void report_guard_violation(const std::string& what);  // keeps the first report until taken
+std::string take_guard_report();                        // "" when every guard was intact
 
 }  // namespace moon

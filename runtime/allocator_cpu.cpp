@@ -13,6 +13,9 @@ namespace moon {
 namespace {
 
 bool g_poison = false;
+bool g_guards = false;
+std::mutex g_guard_mu;
+std::string g_guard_report;
 
 class CpuCachingAllocator final : public Allocator {
  public:
@@ -93,6 +96,23 @@ Allocator* g_allocators[kNumDeviceTypes] = {nullptr, nullptr};
 
 }  // namespace
 
+#ifdef MOON_CUDA
+Allocator& cuda_caching_allocator(int index);  // runtime/cuda/allocator_cuda.cu
+#endif
+
+void set_device_guards(bool on) { g_guards = on; }
+bool device_guards() { return g_guards; }
+void report_guard_violation(const std::string& what) {
+  std::lock_guard<std::mutex> lock(g_guard_mu);
+  if (g_guard_report.empty()) g_guard_report = what;
+}
+std::string take_guard_report() {
+  std::lock_guard<std::mutex> lock(g_guard_mu);
+  std::string r;
+  r.swap(g_guard_report);
+  return r;
+}
+
 size_t allocator_size_class(size_t nbytes) {
   size_t size = (nbytes + 63) & ~size_t{63};
   if (size <= 4096) return size;
@@ -108,6 +128,9 @@ Allocator& allocator_for(Device device) {
     return cpu;
   }
   Allocator* a = g_allocators[static_cast<int>(device.type)];
+#ifdef MOON_CUDA
+  if (!a && device.is_cuda()) return cuda_caching_allocator(device.index);
+#endif
   MOON_CHECK(a, "allocator: no allocator for device ", device.str(),
              "; this build has no CUDA backend (configure with -DMOON_CUDA=ON on a machine with nvcc)");
   return *a;

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "runtime/copy.h"
+#include "runtime/cuda/copy_cuda.h"
 #include "runtime/dispatch.h"
 
 namespace moon {
@@ -149,8 +150,8 @@ void fill_cpu(const Tensor& dst, double value) {
 
 }  // namespace
 
-KernelTable<void (*)(const Tensor&, const Tensor&)> g_copy_kernels{"copy", {copy_cpu, nullptr}};
-KernelTable<void (*)(const Tensor&, double)> g_fill_kernels{"fill", {fill_cpu, nullptr}};
+KernelTable<void (*)(const Tensor&, const Tensor&)> g_copy_kernels{"copy", {copy_cpu, MOON_CUDA_KERNEL(cuda::copy_elements)}};
+KernelTable<void (*)(const Tensor&, double)> g_fill_kernels{"fill", {fill_cpu, MOON_CUDA_KERNEL(cuda::fill_elements)}};
 
 void copy_elements(const Tensor& dst, const Tensor& src) {
   MOON_CHECK(dst.shape() == src.shape(), "copy: destination ", dst.desc(), " and source ", src.desc(),

@@ -22,5 +22,8 @@ inline Device cuda_device(int index = 0) { return Device{DeviceType::CUDA, index
 
 bool cuda_available();  // built with MOON_CUDA and at least one device present
 int cuda_device_count();
+// Waits for all work queued on the device's stream; a fault in an earlier kernel is raised here.
+void cuda_synchronize(Device device = cuda_device());
+std::string cuda_device_name(int index = 0);  // e.g. "NVIDIA H100 80GB HBM3"
 
 }  // namespace moon

@@ -6,6 +6,15 @@
 #include "runtime/device.h"
 #include "runtime/error.h"
 
+// The CUDA slot of a kernel table: the CUDA kernel in a build with the CUDA backend, else empty. Op files
+// write {my_op_cpu, MOON_CUDA_KERNEL(cuda::my_op)} and include the CUDA kernel's declaration header
+// (ops/cuda/*_cuda.h, plain C++, safe to include in any build).
+#ifdef MOON_CUDA
+#define MOON_CUDA_KERNEL(fn) (fn)
+#else
+#define MOON_CUDA_KERNEL(fn) nullptr
+#endif
+
 namespace moon {
 
 template <class Fn>

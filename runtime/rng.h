@@ -40,5 +40,8 @@ void manual_seed(uint64_t seed);
 // out[i] for i in [0, n): uniform in [lo, hi) / normal(mean, std), drawn from counters starting at `offset`.
 void philox_uniform_cpu(float* out, int64_t n, uint64_t seed, uint64_t offset, float lo, float hi);
 void philox_normal_cpu(float* out, int64_t n, uint64_t seed, uint64_t offset, float mean, float std);
+// The same draws into device memory on `device`'s stream (runtime/cuda/rng_cuda.cu; CUDA builds only).
+void philox_uniform_cuda(float* out, int64_t n, uint64_t seed, uint64_t offset, float lo, float hi, int device);
+void philox_normal_cuda(float* out, int64_t n, uint64_t seed, uint64_t offset, float mean, float std, int device);
 
 }  // namespace moon

@@ -1,0 +1,38 @@
+// Backend parity: one registered op run on the CPU and on another device (CUDA) from the same random case,
+// forward and backward, compared by normalised mean squared error
+//   nmse(ours, cpu) = sum (ours - cpu)^2 / max(sum cpu^2, tiny)
+// with a tolerance per dtype. Integer outputs (argmax, topk indices, comparisons) must match exactly.
+// New device memory is poisoned (NaN) and guarded while the op runs, so an output element left unwritten or
+// a write past the end of a buffer fails the check and names the tensor.
+// Used by the `cuda` test suite (tests/test_cuda.cpp) and by `moon selftest --device cuda`.
+#pragma once
+
+#include <string>
+
+#include "ops/registry.h"
+
+namespace moon {
+
+struct ParityResult {
+  std::string op, desc;
+  int64_t n = 0;
+  DType dtype = DType::F32;  // the floating inputs' dtype in this run
+  bool ok = true;
+  bool skipped = false;      // the op does not take this dtype on the CPU either (reason in message)
+  double fwd_nmse = 0, grad_nmse = 0;  // worst over outputs / over input gradients
+  std::string message;       // the first failure, naming the output or input gradient
+};
+
+struct ParityOptions {
+  DType dtype = DType::F32;  // F32, or BF16: floating inputs converted to bf16 where the op accepts them
+  double f32_tol = 1e-9;     // nmse tolerance for f32 runs
+  double bf16_tol = 1e-4;    // nmse tolerance for bf16 runs
+  bool gradients = true;
+};
+
+ParityResult check_op_parity(const OpInfo& op, int64_t n, uint64_t seed, Device device, const ParityOptions& options = {});
+
+// The same case's gradients computed twice on `device`: true if they are bitwise identical (determinism).
+bool op_backward_is_deterministic(const OpInfo& op, int64_t n, uint64_t seed, Device device, std::string* why);
+
+}  // namespace moon

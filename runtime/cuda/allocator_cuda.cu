@@ -1,0 +1,149 @@
+// The CUDA caching allocator: one per device, device blocks kept in per-size-class free lists.
+//
+// Every kernel runs on the device's one stream (runtime/cuda/context.h), so a block freed by one op can be
+// handed to the next op at once: the stream orders the old reader before the new writer. After the first
+// step of a loop with fixed shapes every request is served from the lists and cudaMalloc is not called
+// (stats().system_allocs stops growing; tests/test_cuda.cpp checks it).
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "runtime/allocator.h"
+#include "runtime/cuda/context.h"
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/error.h"
+
+namespace moon {
+
+namespace {
+
+class CudaCachingAllocator final : public Allocator {
+ public:
+  void set_device(int index) { device_ = cuda_device(index); }
+
+  void* allocate(size_t nbytes) override {
+    if (nbytes == 0) return nullptr;
+    const bool guarded = device_guards();
+    const size_t size = allocator_size_class(guarded ? nbytes + kGuardBytes : nbytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    void* ptr = nullptr;
+    auto it = free_.find(size);
+    if (it != free_.end() && !it->second.empty()) {
+      ptr = it->second.back();
+      it->second.pop_back();
+      stats_.cached_bytes -= size;
+    } else {
+      cuda::DeviceGuard guard(device_);
+      cudaError_t err = cudaMalloc(&ptr, size);
+      if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        release_cached_locked();  // give the cache back and retry once
+        err = cudaMalloc(&ptr, size);
+      }
+      if (err != cudaSuccess) {
+        cudaGetLastError();
+        fail("allocator: out of GPU memory on ", device_.str(), " allocating ", nbytes, " bytes (", stats_.current_bytes,
+             " bytes in use, ", cudaGetErrorString(err), "); reduce the batch size or sequence length");
+      }
+      ++stats_.system_allocs;
+    }
+    ++stats_.allocs;
+    stats_.current_bytes += size;
+    if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
+    if (poison_allocations() || guarded) {
+      cuda::DeviceGuard guard(device_);
+      const cudaStream_t s = cuda::stream(device_);
+      if (poison_allocations()) MOON_CUDA_CHECK(cudaMemsetAsync(ptr, 0xff, nbytes, s));
+      if (guarded) {
+        MOON_CUDA_CHECK(cudaMemsetAsync(static_cast<char*>(ptr) + nbytes, kGuardByte, kGuardBytes, s));
+        guarded_.insert(ptr);
+      }
+    }
+    return ptr;
+  }
+
+  void deallocate(void* ptr, size_t nbytes) override {
+    if (!ptr) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    const bool guarded = guarded_.erase(ptr) > 0;
+    if (guarded) check_guard(ptr, nbytes);
+    const size_t size = allocator_size_class(guarded ? nbytes + kGuardBytes : nbytes);
+    free_[size].push_back(ptr);
+    stats_.current_bytes -= size;
+    stats_.cached_bytes += size;
+  }
+
+  AllocatorStats stats() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+
+  void reset_peak() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.peak_bytes = stats_.current_bytes;
+  }
+
+  void empty_cache() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    release_cached_locked();
+  }
+
+ private:
+  static constexpr unsigned char kGuardByte = 0xA5;
+
+  // Reads back the guard bytes after a block's requested end (waits for the stream) and reports a change.
+  void check_guard(void* ptr, size_t nbytes) {
+    cuda::DeviceGuard guard(device_);
+    unsigned char bytes[kGuardBytes];
+    MOON_CUDA_CHECK(cudaMemcpyAsync(bytes, static_cast<char*>(ptr) + nbytes, kGuardBytes, cudaMemcpyDeviceToHost,
+                                    cuda::stream(device_)));
+    MOON_CUDA_CHECK(cudaStreamSynchronize(cuda::stream(device_)));
+    for (size_t i = 0; i < kGuardBytes; ++i)
+      if (bytes[i] != kGuardByte) {
+        report_guard_violation("a kernel wrote past the end of a " + std::to_string(nbytes) + "-byte buffer on " +
+                               device_.str() + " (guard byte " + std::to_string(i) + " changed)");
+        return;
+      }
+  }
+
+  // Frees every cached block; waits for the stream first, since queued kernels may still use them.
+  void release_cached_locked() {
+    if (stats_.cached_bytes == 0) return;
+    cuda::DeviceGuard guard(device_);
+    MOON_CUDA_CHECK(cudaStreamSynchronize(cuda::stream(device_)));
+    for (auto& [size, blocks] : free_) {
+      for (void* p : blocks) {
+        MOON_CUDA_CHECK(cudaFree(p));
+        ++stats_.system_frees;
+      }
+      stats_.cached_bytes -= size * blocks.size();
+      blocks.clear();
+    }
+  }
+
+  Device device_;
+  mutable std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;  // size class -> cached blocks
+  std::unordered_set<void*> guarded_;                     // live blocks that carry guard bytes
+  AllocatorStats stats_;
+};
+
+}  // namespace
+
+// The allocator of CUDA device `index` (runtime/allocator_cpu.cpp's allocator_for calls it). Blocks still
+// cached at exit are left to the driver, which frees them with the context.
+Allocator& cuda_caching_allocator(int index) {
+  constexpr int kMaxDevices = 16;
+  MOON_CHECK(index >= 0 && index < kMaxDevices && index < cuda_device_count(), "allocator: no CUDA device ", index,
+             " (this machine has ", cuda_device_count(), ")");
+  static CudaCachingAllocator* allocators = [] {
+    auto* a = new CudaCachingAllocator[kMaxDevices];  // never destroyed: the CUDA runtime may be gone at exit
+    for (int i = 0; i < kMaxDevices; ++i) a[i].set_device(i);
+    return a;
+  }();
+  return allocators[index];
+}
+
+}  // namespace moon

@@ -1,0 +1,116 @@
+// Shared plumbing of the CUDA kernels: typed device pointers with checks, the stream of a tensor, launch
+// sizes, strided indexing of any view, warp and block reductions, and bf16 loads. CUDA-only header.
+//
+// Conventions for every kernel file (runtime/cuda/, ops/cuda/):
+//   * launch on stream_of(tensor) and follow each launch with MOON_CUDA_LAUNCH_CHECK("kernel_name");
+//   * set the device with cuda::DeviceGuard guard(tensor.device()) at the top of each host entry point;
+//   * one line above each kernel says what it computes and its FLOP and byte counts per element or row;
+//   * no float atomics where the order of additions would change results between runs (determinism).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/cuda/context.h"
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/tensor.h"
+
+namespace moon::cuda {
+
+// ---- host side
+
+// The device pointer of t's first element, checking the device type and the element type.
+template <class T>
+T* ptr(const Tensor& t) {
+  MOON_CHECK(t.device().is_cuda(), "cuda kernel: tensor ", t.desc(), " is not on a CUDA device");
+  return static_cast<T*>(t.raw_data());
+}
+template <class T>
+const T* cptr(const Tensor& t) {
+  return ptr<T>(t);
+}
+
+inline cudaStream_t stream_of(const Tensor& t) { return stream(t.device()); }
+
+// Blocks of `threads` to cover n items, capped (grid-stride loops cover the rest).
+inline unsigned blocks_for(int64_t n, int threads, int64_t cap = 65535LL * 8) {
+  int64_t b = (n + threads - 1) / threads;
+  if (b < 1) b = 1;
+  if (b > cap) b = cap;
+  return static_cast<unsigned>(b);
+}
+
+// True when p is aligned for `bytes`-wide vector loads.
+inline bool aligned(const void* p, int bytes) { return (reinterpret_cast<uintptr_t>(p) % bytes) == 0; }
+
+// An N-d view walked by linear index: the row-major index over `size` maps to sum(index_d * stride_d).
+// Dimensions of size 1 are dropped and dimensions that are contiguous in every operand that shares the
+// walk can be merged by the caller (see merge_dims in runtime/cuda/kernel_util.cu).
+constexpr int kMaxDims = 10;
+struct Indexer {
+  int ndim = 0;
+  int64_t size[kMaxDims];
+  int64_t stride[kMaxDims];
+
+  __host__ __device__ int64_t offset(int64_t linear) const {
+    int64_t off = 0;
+    for (int d = ndim - 1; d >= 0; --d) {
+      const int64_t i = linear % size[d];
+      linear /= size[d];
+      off += i * stride[d];
+    }
+    return off;
+  }
+};
+// The indexer of a tensor's shape and strides (in elements); throws beyond kMaxDims.
+Indexer make_indexer(const Shape& shape, const Strides& strides);
+inline Indexer make_indexer(const Tensor& t) { return make_indexer(t.shape(), t.strides()); }
+
+// Walks of several same-shape views with the fewest dimensions: size-1 dimensions dropped, and a dimension
+// merged into the next inner one where every view is contiguous across the pair. One indexer per view, all
+// with the same sizes.
+std::vector<Indexer> merge_dims(const Shape& shape, const std::vector<const Strides*>& views);
+
+// ---- device side
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result. `scratch`
+// is 32 floats of shared memory; the block is synchronised before return, so scratch may be reused.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.0f;
+  v = warp_sum(v);
+  __syncthreads();
+  return v;
+}
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : -INFINITY;
+  v = warp_max(v);
+  __syncthreads();
+  return v;
+}
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+}  // namespace moon::cuda
