@@ -42,6 +42,21 @@ uint64_t fresh_seed() {
   return seed;
 }
 
+// The size hints of the parity sweep: MOON_CUDA_TEST_SIZES="3,17" narrows them (compute-sanitizer runs).
+std::vector<int64_t> test_sizes(std::vector<int64_t> fallback) {
+  const char* s = std::getenv("MOON_CUDA_TEST_SIZES");
+  if (!s || !*s) return fallback;
+  std::vector<int64_t> out;
+  for (const char* p = s; *p;) {
+    char* end = nullptr;
+    const long long v = std::strtoll(p, &end, 10);
+    if (end == p) break;
+    out.push_back(v);
+    p = *end == ',' ? end + 1 : end;
+  }
+  return out.empty() ? fallback : out;
+}
+
 bool bitwise_equal(const Tensor& a, const Tensor& b) {
   const Tensor x = a.to(kCPU).contiguous(), y = b.to(kCPU).contiguous();
   if (x.shape() != y.shape() || x.dtype() != y.dtype()) return false;
@@ -80,7 +95,7 @@ TEST_SUITE("cuda") {
     MESSAGE("seed ", seed, " (replay with MOON_TEST_SEED=", seed, ")");
     int failures = 0, checked = 0;
     for (const OpInfo& op : op_registry()) {
-      for (int64_t n : {1, 3, 17, 127}) {
+      for (int64_t n : test_sizes({1, 3, 17, 127})) {
         const ParityResult r = check_op_parity(op, n, seed + static_cast<uint64_t>(n), cuda_device());
         ++checked;
         if (!r.ok) {
@@ -100,7 +115,7 @@ TEST_SUITE("cuda") {
     opt.dtype = DType::BF16;
     int failures = 0, ran = 0;
     for (const OpInfo& op : op_registry()) {
-      for (int64_t n : {3, 17, 127}) {
+      for (int64_t n : test_sizes({3, 17, 127})) {
         const ParityResult r = check_op_parity(op, n, seed + static_cast<uint64_t>(n), cuda_device(), opt);
         if (r.skipped) continue;
         ++ran;
