@@ -4,17 +4,69 @@
 
 #include "cli/commands.h"
 #include "ops/cpu/isa.h"
+#include "ops/device_parity.h"
 #include "ops/harness.h"
 #include "runtime/device.h"
 
 namespace moon::cli {
 
+namespace {
+
+// Every op (or `only`) on CUDA against the CPU; one row per op with the worst nmse over the sizes.
+int selftest_cuda(const std::string& only, const std::vector<int64_t>& sizes, uint64_t seed, DType dtype) {
+  MOON_CHECK(cuda_available(), "selftest --device cuda: no CUDA device ",
+#ifdef MOON_CUDA
+             "on this machine"
+#else
+             "support in this build (configure with -DMOON_CUDA=ON)"
+#endif
+  );
+  MOON_CHECK(dtype == DType::F32 || dtype == DType::BF16, "--dtype must be f32 or bf16, got ", dtype_name(dtype));
+  std::printf("moon selftest: %s against the CPU, %s, seed %llu\n\n", cuda_device_name(0).c_str(), dtype_name(dtype),
+              static_cast<unsigned long long>(seed));
+  std::printf("%-26s %-7s %10s %10s  %s\n", "op", "result", "fwd nmse", "grad nmse", "case / first failure");
+  int passed = 0, failed = 0, skipped = 0;
+  ParityOptions opt;
+  opt.dtype = dtype;
+  for (const OpInfo& op : op_registry()) {
+    if (!only.empty() && op.name != only) continue;
+    ParityResult worst;
+    bool ok = true, skip = false;
+    for (int64_t n : sizes) {
+      const ParityResult r = check_op_parity(op, n, seed + static_cast<uint64_t>(n), cuda_device(), opt);
+      if (r.skipped) {
+        skip = true;
+        worst = r;
+        break;
+      }
+      if (!r.ok && ok) worst = r;
+      ok = ok && r.ok;
+      if (ok) {
+        worst.desc = r.desc;
+        worst.fwd_nmse = std::max(worst.fwd_nmse, r.fwd_nmse);
+        worst.grad_nmse = std::max(worst.grad_nmse, r.grad_nmse);
+      }
+    }
+    const char* result = skip ? "skipped" : ok ? "ok" : "FAIL";
+    std::printf("%-26s %-7s %10.2e %10.2e  %s\n", op.name.c_str(), result, worst.fwd_nmse, worst.grad_nmse,
+                skip ? "the CPU op does not take this dtype" : ok ? worst.desc.c_str() : (worst.desc + ": " + worst.message).c_str());
+    (skip ? skipped : ok ? passed : failed)++;
+  }
+  std::printf("\n%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace
+
 MOON_COMMAND(selftest, 80, "run every op's checks (forward, strided, gradient) and print a table")(const Args& args) {
   if (has_flag(args, "--help")) {
     std::printf(
-        "usage: moon selftest [--op NAME] [--sizes 1,3,17] [--seed S]\n"
+        "usage: moon selftest [--op NAME] [--sizes 1,3,17] [--seed S] [--device cpu|cuda] [--dtype f32|bf16]\n"
         "  For every registered op (or just NAME): forward vs a double-precision reference with poisoned\n"
-        "  outputs, the same on strided inputs, and gradients vs central finite differences.\n");
+        "  outputs, the same on strided inputs, and gradients vs central finite differences.\n"
+        "  --device cuda: instead, every op on the GPU against the CPU from the same random inputs, forward\n"
+        "  and backward, by normalised mean squared error (docs/cuda.md); --dtype bf16 feeds bf16 inputs to\n"
+        "  the ops that take them.\n");
     return 0;
   }
   const std::string only = flag_value(args, "--op", "");
@@ -29,6 +81,9 @@ MOON_COMMAND(selftest, 80, "run every op's checks (forward, strided, gradient) a
       pos = comma == std::string::npos ? s.size() : comma + 1;
     }
   }
+  const std::string device = flag_value(args, "--device", "cpu");
+  MOON_CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda, got '", device, "'");
+  if (device == "cuda") return selftest_cuda(only, sizes, seed, dtype_from_name(flag_value(args, "--dtype", "f32")));
   std::printf("moon selftest: CPU kernels use %s\n\n", cpu::isa_name(cpu::cpu_isa()));
   std::printf("%-22s %-6s %10s %10s %10s  %s\n", "op", "result", "fwd err", "strided", "grad err", "case / first failure");
   int passed = 0, failed = 0;
@@ -65,6 +120,7 @@ MOON_COMMAND(version, 99, "print the build configuration (ISA, CUDA, oneDNN)")(c
   std::printf("moon 0.1\n  CPU ISA: %s\n", cpu::isa_name(cpu::cpu_isa()));
 #ifdef MOON_CUDA
   std::printf("  CUDA: built in, %d device(s)\n", cuda_device_count());
+  for (int i = 0; i < cuda_device_count(); ++i) std::printf("    cuda:%d  %s\n", i, cuda_device_name(i).c_str());
 #else
   std::printf("  CUDA: not built (configure with -DMOON_CUDA=ON)\n");
 #endif

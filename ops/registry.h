@@ -56,7 +56,7 @@ struct OpInfo {
   std::function<OpCase(CaseGen&)> make_case;
 };
 
-// An entry with a backward, on the CPU.
+// An entry with a backward, on the CPU (and on CUDA in a build with the CUDA backend).
 OpInfo op_entry(std::string name, std::string family, int arity, std::function<OpCase(CaseGen&)> make_case);
 
 const std::vector<OpInfo>& op_registry();
