@@ -1,5 +1,6 @@
 // Broadcasting binary ops: add, sub, mul, div, maximum, minimum; comparisons eq, gt, lt; in-place add_.
 // The op layer: operand checks, output allocation, autograd. The math is in ops/cpu/elementwise_kernels.cpp.
+#include "ops/cuda/elementwise_cuda.h"
 #include "ops/elementwise.h"
 #include "ops/elementwise_common.h"
 #include "ops/reduce.h"
@@ -97,10 +98,11 @@ using BinaryFn = void (*)(BinaryOp, const Tensor&, const Tensor&, const Tensor&)
 using BinaryBackwardFn = void (*)(BinaryOp, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&);
 using CompareFn = void (*)(CompareOp, const Tensor&, const Tensor&, const Tensor&);
 using AxpyFn = void (*)(const Tensor&, const Tensor&, double);
-KernelTable<BinaryFn> g_binary{"binary", {binary_cpu, nullptr}};
-KernelTable<BinaryBackwardFn> g_binary_backward{"binary backward", {binary_backward_cpu, nullptr}};
-KernelTable<CompareFn> g_compare{"compare", {compare_cpu, nullptr}};
-KernelTable<AxpyFn> g_axpy{"add_", {axpy_cpu, nullptr}};
+KernelTable<BinaryFn> g_binary{"binary", {binary_cpu, MOON_CUDA_KERNEL(cuda::binary_forward)}};
+KernelTable<BinaryBackwardFn> g_binary_backward{"binary backward",
+                                                {binary_backward_cpu, MOON_CUDA_KERNEL(cuda::binary_backward)}};
+KernelTable<CompareFn> g_compare{"compare", {compare_cpu, MOON_CUDA_KERNEL(cuda::compare_forward)}};
+KernelTable<AxpyFn> g_axpy{"add_", {axpy_cpu, MOON_CUDA_KERNEL(cuda::axpy_inplace)}};
 
 // ---- op layer
 

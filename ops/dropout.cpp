@@ -1,5 +1,6 @@
 // dropout with a Philox mask (reproducible from the generator's (seed, offset); the backward regenerates the
 // same mask instead of storing it).
+#include "ops/cuda/elementwise_cuda.h"
 #include "ops/norm.h"
 #include "runtime/autograd.h"
 #include "runtime/dispatch.h"
@@ -28,7 +29,7 @@ void dropout_cpu(const Tensor& in, const Tensor& out, uint64_t seed, uint64_t of
 }
 
 using DropoutFn = void (*)(const Tensor&, const Tensor&, uint64_t, uint64_t, float, float);
-KernelTable<DropoutFn> g_dropout{"dropout", {dropout_cpu, nullptr}};
+KernelTable<DropoutFn> g_dropout{"dropout", {dropout_cpu, MOON_CUDA_KERNEL(cuda::dropout_forward)}};
 
 // Applies the mask of (seed, offset) to t, into a fresh tensor.
 Tensor apply_mask(const Tensor& t, uint64_t seed, uint64_t offset, float p, float scale) {

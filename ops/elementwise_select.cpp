@@ -1,5 +1,6 @@
 // Selection by u8 masks: where(cond, a, b) and masked_fill(a, mask, value), broadcasting, with backward.
 // The op layer; the math is in ops/cpu/elementwise_kernels.cpp.
+#include "ops/cuda/elementwise_cuda.h"
 #include "ops/elementwise.h"
 #include "ops/elementwise_common.h"
 #include "ops/reduce.h"
@@ -59,8 +60,9 @@ void where_backward_cpu(const Tensor& cond, const Tensor& g, const Tensor& ga, c
 
 using WhereFn = void (*)(const Tensor&, const Tensor&, const Tensor&, const Tensor&);
 using WhereBackwardFn = void (*)(const Tensor&, const Tensor&, const Tensor&, const Tensor&);
-KernelTable<WhereFn> g_where{"where", {where_cpu, nullptr}};
-KernelTable<WhereBackwardFn> g_where_backward{"where backward", {where_backward_cpu, nullptr}};
+KernelTable<WhereFn> g_where{"where", {where_cpu, MOON_CUDA_KERNEL(cuda::where_forward)}};
+KernelTable<WhereBackwardFn> g_where_backward{"where backward",
+                                              {where_backward_cpu, MOON_CUDA_KERNEL(cuda::where_backward)}};
 
 void check_mask(const char* op, const Tensor& mask, const Tensor& a) {
   MOON_CHECK(mask.dtype() == DType::U8, op, ": the mask must be u8 (nonzero = true), got ", mask.desc(),

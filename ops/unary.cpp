@@ -3,6 +3,7 @@
 // g * f'(x)). The math is in ops/cpu/elementwise_kernels.cpp.
 #include <cmath>
 
+#include "ops/cuda/elementwise_cuda.h"
 #include "ops/elementwise.h"
 #include "ops/elementwise_common.h"
 #include "runtime/autograd.h"
@@ -55,9 +56,10 @@ void scale_inplace_cpu(const Tensor& a, double s) {
 using UnaryFn = void (*)(UnaryOp, float, float, const Tensor&, const Tensor&);
 using UnaryBackwardFn = void (*)(UnaryOp, float, float, const Tensor&, const Tensor&, const Tensor&, const Tensor&);
 using ScaleInplaceFn = void (*)(const Tensor&, double);
-KernelTable<UnaryFn> g_unary{"unary", {unary_cpu, nullptr}};
-KernelTable<UnaryBackwardFn> g_unary_backward{"unary backward", {unary_backward_cpu, nullptr}};
-KernelTable<ScaleInplaceFn> g_scale_inplace{"mul_", {scale_inplace_cpu, nullptr}};
+KernelTable<UnaryFn> g_unary{"unary", {unary_cpu, MOON_CUDA_KERNEL(cuda::unary_forward)}};
+KernelTable<UnaryBackwardFn> g_unary_backward{"unary backward",
+                                              {unary_backward_cpu, MOON_CUDA_KERNEL(cuda::unary_backward)}};
+KernelTable<ScaleInplaceFn> g_scale_inplace{"mul_", {scale_inplace_cpu, MOON_CUDA_KERNEL(cuda::scale_inplace)}};
 
 // ---- op layer
 
