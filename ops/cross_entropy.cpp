@@ -3,6 +3,7 @@
 
 #include "ops/cpu/isa.h"
 #include "ops/cpu/loss_kernels.h"
+#include "ops/cuda/loss_cuda.h"
 #include "ops/loss.h"
 #include "runtime/autograd.h"
 #include "runtime/dispatch.h"
@@ -10,11 +11,6 @@
 namespace moon {
 
 namespace {
-
-struct CeParams {
-  int64_t ignore_index;
-  float smoothing;
-};
 
 // loss (0-d) = sum of row losses / count; probs (N, C) dense, or undefined when no gradient is needed.
 void cross_entropy_cpu(const Tensor& logits, const Tensor& targets, const CeParams& p, const Tensor& loss,
@@ -36,8 +32,9 @@ void cross_entropy_backward_cpu(const Tensor& probs, const Tensor& targets, cons
 
 using CeFn = void (*)(const Tensor&, const Tensor&, const CeParams&, const Tensor&, const Tensor&, int64_t);
 using CeBackFn = void (*)(const Tensor&, const Tensor&, const CeParams&, float, const Tensor&);
-KernelTable<CeFn> g_ce{"cross_entropy", {cross_entropy_cpu, nullptr}};
-KernelTable<CeBackFn> g_ce_back{"cross_entropy backward", {cross_entropy_backward_cpu, nullptr}};
+KernelTable<CeFn> g_ce{"cross_entropy", {cross_entropy_cpu, MOON_CUDA_KERNEL(cuda::cross_entropy)}};
+KernelTable<CeBackFn> g_ce_back{"cross_entropy backward",
+                               {cross_entropy_backward_cpu, MOON_CUDA_KERNEL(cuda::cross_entropy_backward)}};
 
 }  // namespace
 
@@ -60,12 +57,13 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets, int64_t ign
     NoGradGuard ng;
     logits = logits_in.contiguous();
   }
-  // Validate targets and count the kept rows (CPU: a cheap scalar pass).
+  // Validate targets and count the kept rows (a cheap scalar pass on the CPU; device targets are copied).
   int64_t count = 0;
   {
-    const int64_t* t = targets.data<int64_t>();
+    const Tensor host = targets.device().is_cpu() ? targets : targets.to(kCPU);
+    const int64_t* t = host.data<int64_t>();
     for (int64_t i = 0; i < N; ++i) {
-      const int64_t v = t[i * targets.stride(0)];
+      const int64_t v = t[i * host.stride(0)];
       if (v == ignore_index) continue;
       MOON_CHECK(v >= 0 && v < C, "cross_entropy: targets[", i, "] = ", v, " is outside [0, ", C, ") for logits ",
                  logits_in.desc(), " (and is not ignore_index = ", ignore_index, ")");

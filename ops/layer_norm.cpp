@@ -1,6 +1,7 @@
 // layer_norm over the last dimension (forward, fused backward; CPU kernels in ops/cpu/norm_kernels.cpp).
 #include "ops/cpu/isa.h"
 #include "ops/cpu/norm_kernels.h"
+#include "ops/cuda/norm_cuda.h"
 #include "ops/norm.h"
 #include "runtime/autograd.h"
 #include "runtime/dispatch.h"
@@ -30,8 +31,9 @@ using LayerNormFn = void (*)(const Tensor&, const Tensor&, const Tensor&, const 
                              const Tensor&, double);
 using LayerNormBackwardFn = void (*)(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                      const Tensor&, const Tensor&, const Tensor&);
-KernelTable<LayerNormFn> g_layer_norm{"layer_norm", {layer_norm_cpu, nullptr}};
-KernelTable<LayerNormBackwardFn> g_layer_norm_backward{"layer_norm_backward", {layer_norm_backward_cpu, nullptr}};
+KernelTable<LayerNormFn> g_layer_norm{"layer_norm", {layer_norm_cpu, MOON_CUDA_KERNEL(cuda::layer_norm)}};
+KernelTable<LayerNormBackwardFn> g_layer_norm_backward{"layer_norm_backward",
+                                                           {layer_norm_backward_cpu, MOON_CUDA_KERNEL(cuda::layer_norm_backward)}};
 
 // Checks that an optional per-channel parameter is f32 (C) on x's device.
 void check_param(const char* op, const char* what, const Tensor& p, const Tensor& x) {

@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "ops/cpu/gemm_onednn.h"
+#include "ops/cuda/matmul_cuda.h"
+#include "ops/cuda/norm_cuda.h"
 #include "runtime/autograd.h"
 #include "runtime/dispatch.h"
 
@@ -20,8 +22,13 @@ namespace {
 // dimension: its products are summed into the same output matrix (used by the backward of a broadcast
 // operand). Reduced dimensions are folded into the GEMM's K when the strides allow (one GEMM), otherwise
 // accumulated by successive GEMMs. Kept batch dimensions fold into M when B is broadcast over them, else
-// merge into the GEMM's batch, else loop. Nothing is copied here.
-void matmul_nd_cpu(const Tensor& out, const Tensor& A, const Tensor& B, const float* bias) {
+// merge into the GEMM's batch, else loop. Nothing is copied here. Each GEMM runs on the tensors' device
+// through g_gemm (oneDNN on the CPU, cuBLASLt on CUDA); all pointers are device pointers.
+using GemmFn = void (*)(const cpu::GemmArgs& args, Device device);
+void gemm_cpu(const cpu::GemmArgs& args, Device) { cpu::gemm(args); }
+KernelTable<GemmFn> g_gemm{"matmul", {gemm_cpu, MOON_CUDA_KERNEL(cuda::gemm)}};
+
+void matmul_nd(const Tensor& out, const Tensor& A, const Tensor& B, const float* bias) {
   const int64_t r = out.dim();
   const int64_t M = out.size(r - 2), N = out.size(r - 1), K = A.size(r - 1);
   if (out.numel() == 0) return;
@@ -88,7 +95,9 @@ void matmul_nd_cpu(const Tensor& out, const Tensor& A, const Tensor& B, const fl
 
   const char* a0 = static_cast<const char*>(A.raw_data());
   const char* b0 = static_cast<const char*>(B.raw_data());
-  float* c0 = out.data<float>();
+  MOON_CHECK(out.dtype() == DType::F32, "matmul: internal error: output ", out.desc(), " is not f32");
+  float* c0 = static_cast<float*>(out.raw_data());
+  const GemmFn gemm = g_gemm.get(out.device());
   // Loop over the leftover kept dims (outer) and reduced dims (inner, accumulating after the first).
   std::vector<Dim> loop = kept;
   loop.insert(loop.end(), reduced.begin(), reduced.end());
@@ -109,12 +118,10 @@ void matmul_nd_cpu(const Tensor& out, const Tensor& A, const Tensor& B, const fl
     args.B = b0 + ob * esize;
     args.C = c0 + oc;
     args.accumulate = (it % n_red) != 0;
-    cpu::gemm(args);
+    gemm(args, out.device());
   }
 }
 
-using MatmulFn = void (*)(const Tensor& out, const Tensor& a, const Tensor& b, const float* bias);
-KernelTable<MatmulFn> g_matmul{"matmul", {matmul_nd_cpu, nullptr}};
 
 // out[j] = sum_i g[i, j] over the rows of a (R, C) view: the bias gradient.
 void column_sum_cpu(const Tensor& g, const Tensor& out) {
@@ -140,7 +147,7 @@ void column_sum_cpu(const Tensor& g, const Tensor& out) {
 }
 
 using ColumnSumFn = void (*)(const Tensor& g, const Tensor& out);
-KernelTable<ColumnSumFn> g_column_sum{"linear bias backward", {column_sum_cpu, nullptr}};
+KernelTable<ColumnSumFn> g_column_sum{"linear bias backward", {column_sum_cpu, MOON_CUDA_KERNEL(cuda::column_sum)}};
 
 // ---------------------------------------------------------------------------------------------------------
 // Helpers on raw views (no autograd: the ops record one node each).
@@ -220,19 +227,19 @@ Tensor matmul_forward(const Tensor& a2, const Tensor& b2, const Shape& batch, co
   out_shape.push_back(a2.size(-2));
   out_shape.push_back(b2.size(-1));
   Tensor out = empty(out_shape, DType::F32, a2.device());
-  g_matmul.get(a2.device())(out, expand_batch(a2, batch), expand_batch(b2, batch), bias);
+  matmul_nd(out, expand_batch(a2, batch), expand_batch(b2, batch), bias);
   return out;
 }
 
 // Gradients of a2 (..., M, K) and b2 (..., K, N) given g (batch..., M, N); each summed to its own shape.
 Tensor grad_lhs(const Tensor& g, const Tensor& b2, const Shape& a2_shape, const Shape& batch) {
   GradBuffer ga = grad_buffer(a2_shape, batch, g.device());
-  g_matmul.get(g.device())(ga.expanded, g, swap_last(expand_batch(b2, batch)), nullptr);  // dC @ B^T
+  matmul_nd(ga.expanded, g, swap_last(expand_batch(b2, batch)), nullptr);  // dC @ B^T
   return ga.storage;
 }
 Tensor grad_rhs(const Tensor& g, const Tensor& a2, const Shape& b2_shape, const Shape& batch) {
   GradBuffer gb = grad_buffer(b2_shape, batch, g.device());
-  g_matmul.get(g.device())(gb.expanded, swap_last(expand_batch(a2, batch)), g, nullptr);  // A^T @ dC
+  matmul_nd(gb.expanded, swap_last(expand_batch(a2, batch)), g, nullptr);  // A^T @ dC
   return gb.storage;
 }
 
@@ -320,7 +327,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias_in) {
   const Tensor x2 = x.dim() == 1 ? make_view(x, {1, in_f}, {in_f * x.stride(0), x.stride(0)}, x.offset()) : x;
   const Shape batch(x2.shape().begin(), x2.shape().end() - 2);
   const Tensor wt = swap_last(weight);  // (in, out): W^T by strides
-  Tensor full = matmul_forward(x2, wt, batch, bias.defined() ? bias.data<float>() : nullptr);  // (..., R, out)
+  Tensor full = matmul_forward(x2, wt, batch, bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr);
   Shape rs = x.shape();
   rs.back() = out_f;
   Tensor out = rs == full.shape() ? full : make_view(full, rs, contiguous_strides(rs), 0);
@@ -353,7 +360,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias_in) {
                   Strides st(batch.size(), 0);
                   st.push_back(in);
                   st.push_back(1);
-                  g_matmul.get(g.device())(make_view(dw, wb, st, 0), swap_last(g), expand_batch(x2, batch), nullptr);
+                  matmul_nd(make_view(dw, wb, st, 0), swap_last(g), expand_batch(x2, batch), nullptr);
                   res[1] = dw;
                 }
                 if (gbias) {

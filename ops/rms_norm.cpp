@@ -2,6 +2,7 @@
 // backward; CPU kernels in ops/cpu/norm_kernels.cpp).
 #include "ops/cpu/isa.h"
 #include "ops/cpu/norm_kernels.h"
+#include "ops/cuda/norm_cuda.h"
 #include "ops/norm.h"
 #include "runtime/autograd.h"
 #include "runtime/dispatch.h"
@@ -29,8 +30,9 @@ void rms_norm_backward_cpu(const Tensor& x, const Tensor& w, const Tensor& rstd,
 using RmsNormFn = void (*)(const Tensor&, const Tensor&, const Tensor&, const Tensor&, double);
 using RmsNormBackwardFn = void (*)(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                    const Tensor&);
-KernelTable<RmsNormFn> g_rms_norm{"rms_norm", {rms_norm_cpu, nullptr}};
-KernelTable<RmsNormBackwardFn> g_rms_norm_backward{"rms_norm_backward", {rms_norm_backward_cpu, nullptr}};
+KernelTable<RmsNormFn> g_rms_norm{"rms_norm", {rms_norm_cpu, MOON_CUDA_KERNEL(cuda::rms_norm)}};
+KernelTable<RmsNormBackwardFn> g_rms_norm_backward{"rms_norm_backward",
+                                                       {rms_norm_backward_cpu, MOON_CUDA_KERNEL(cuda::rms_norm_backward)}};
 
 }  // namespace
 

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "ops/attention.h"
+#include "ops/cuda/norm_cuda.h"
 #include "runtime/autograd.h"
 #include "runtime/dispatch.h"
 
@@ -10,12 +11,12 @@ namespace moon {
 namespace {
 
 // cos/sin tables (B*T, D/2), angles in double so large positions keep full float accuracy.
-void rope_tables(const Tensor& positions, int64_t B, int64_t T, int64_t half, double theta, std::vector<float>& cos_t,
-                 std::vector<float>& sin_t) {
+void rope_tables_cpu(const Tensor& positions, int64_t B, int64_t T, int64_t half, double theta, const Tensor& cos_out,
+                     const Tensor& sin_out) {
   const std::vector<int64_t> pos = positions.to_vector<int64_t>();
   const bool per_batch = positions.dim() == 2;
-  cos_t.resize(static_cast<size_t>(B * T * half));
-  sin_t.resize(cos_t.size());
+  float* cos_t = cos_out.data<float>();
+  float* sin_t = sin_out.data<float>();
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t) {
       const double p = static_cast<double>(pos[per_batch ? b * T + t : t]);
@@ -29,8 +30,12 @@ void rope_tables(const Tensor& positions, int64_t B, int64_t T, int64_t half, do
 
 // y = rotate(x, sign * angle) for every (b, h, t) row of D; sign = -1 is the backward (the inverse rotation).
 // FLOPs: 6 per pair; bytes: 8 per element.
-void rope_cpu(const float* x, float* y, const float* cos_t, const float* sin_t, int64_t B, int64_t H, int64_t T,
-              int64_t half, float sign) {
+void rope_cpu(const Tensor& xt, const Tensor& yt, const Tensor& cos_tt, const Tensor& sin_tt, int64_t B, int64_t H,
+              int64_t T, int64_t half, float sign) {
+  const float* x = xt.data<float>();
+  float* y = yt.data<float>();
+  const float* cos_t = cos_tt.data<float>();
+  const float* sin_t = sin_tt.data<float>();
   const int64_t D = 2 * half;
 #pragma omp parallel for collapse(2) schedule(static) if (B * H * T * D > (1 << 15))
   for (int64_t b = 0; b < B; ++b)
@@ -49,6 +54,16 @@ void rope_cpu(const float* x, float* y, const float* cos_t, const float* sin_t, 
       }
 }
 
+// Tables: positions (T) or (B, T) i64/i32 -> cos, sin (B*T, half) f32 on the tables' device (positions are
+// handed contiguous on that device to the CUDA kernel, as they are to the CPU one).
+using RopeTablesFn = void (*)(const Tensor& positions, int64_t B, int64_t T, int64_t half, double theta,
+                              const Tensor& cos_t, const Tensor& sin_t);
+// Rotation: x, y contiguous (B, H, T, D) f32; cos_t, sin_t (B*T, half).
+using RopeFn = void (*)(const Tensor& x, const Tensor& y, const Tensor& cos_t, const Tensor& sin_t, int64_t B,
+                        int64_t H, int64_t T, int64_t half, float sign);
+KernelTable<RopeTablesFn> g_rope_tables{"rope", {rope_tables_cpu, MOON_CUDA_KERNEL(cuda::rope_tables)}};
+KernelTable<RopeFn> g_rope{"rope", {rope_cpu, MOON_CUDA_KERNEL(cuda::rope)}};
+
 }  // namespace
 
 Tensor rope(const Tensor& x, const Tensor& positions, double theta) {
@@ -60,17 +75,23 @@ Tensor rope(const Tensor& x, const Tensor& positions, double theta) {
   MOON_CHECK((positions.dim() == 1 && positions.size(0) == T) ||
                  (positions.dim() == 2 && positions.size(0) == B && positions.size(1) == T),
              "rope: positions ", positions.desc(), " must be (T) or (B, T) = (", B, ", ", T, ") for x ", x.desc());
-  MOON_CHECK(x.device().is_cpu(), "rope: no kernel for device ", x.device().str());
-  auto cos_t = std::make_shared<std::vector<float>>(), sin_t = std::make_shared<std::vector<float>>();
-  rope_tables(positions, B, T, half, theta, *cos_t, *sin_t);
+  const Device dev = x.device();
+  const auto tables = g_rope_tables.get(dev);
+  const auto rotate = g_rope.get(dev);
+  Tensor cos_t = empty({B * T, half}, DType::F32, dev), sin_t = empty({B * T, half}, DType::F32, dev);
+  {
+    NoGradGuard ng;
+    const Tensor pos = dev.is_cpu() ? positions : positions.to(dev).contiguous();
+    tables(pos, B, T, half, theta, cos_t, sin_t);
+  }
   Tensor xc = x.contiguous();
-  Tensor out = empty(x.shape(), DType::F32, x.device());  // (B, H, T, D)
-  rope_cpu(xc.data<float>(), out.data<float>(), cos_t->data(), sin_t->data(), B, H, T, half, 1.0f);
+  Tensor out = empty(x.shape(), DType::F32, dev);  // (B, H, T, D)
+  rotate(xc, out, cos_t, sin_t, B, H, T, half, 1.0f);
   if (needs_grad({&x}))
     record_op("rope", {x, positions}, {out}, [cos_t, sin_t, B, H, T, half](const std::vector<Tensor>& g) {
       Tensor gc = g[0].contiguous();
       Tensor dx = empty(gc.shape(), DType::F32, gc.device());
-      rope_cpu(gc.data<float>(), dx.data<float>(), cos_t->data(), sin_t->data(), B, H, T, half, -1.0f);
+      g_rope.get(gc.device())(gc, dx, cos_t, sin_t, B, H, T, half, -1.0f);
       return std::vector<Tensor>{dx, Tensor()};
     });
   return out;

@@ -3,6 +3,7 @@
 // with a transposed copy and moved back after.
 #include "ops/cpu/isa.h"
 #include "ops/cpu/norm_kernels.h"
+#include "ops/cuda/norm_cuda.h"
 #include "ops/norm.h"
 #include "runtime/autograd.h"
 #include "runtime/dispatch.h"
@@ -22,8 +23,9 @@ void softmax_backward_cpu(const Tensor& y, const Tensor& g, const Tensor& dx, in
 
 using SoftmaxFn = void (*)(const Tensor&, const Tensor&, int64_t, int64_t, bool);
 using SoftmaxBackwardFn = void (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, bool);
-KernelTable<SoftmaxFn> g_softmax{"softmax", {softmax_cpu, nullptr}};
-KernelTable<SoftmaxBackwardFn> g_softmax_backward{"softmax_backward", {softmax_backward_cpu, nullptr}};
+KernelTable<SoftmaxFn> g_softmax{"softmax", {softmax_cpu, MOON_CUDA_KERNEL(cuda::softmax)}};
+KernelTable<SoftmaxBackwardFn> g_softmax_backward{"softmax_backward",
+                                                  {softmax_backward_cpu, MOON_CUDA_KERNEL(cuda::softmax_backward)}};
 
 const char* op_name(bool log) { return log ? "log_softmax" : "softmax"; }
 

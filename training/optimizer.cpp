@@ -1,22 +1,33 @@
 // AdamW, warm-up + cosine schedule, gradient clipping.
 #include "training/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "ops/cuda/adamw_cuda.h"
 #include "ops/elementwise.h"
 #include "runtime/autograd.h"
+#include "runtime/dispatch.h"
 #include "runtime/error.h"
 
 namespace moon::training {
 
 bool decays(const Tensor& param) { return param.dim() >= 2; }
 
+namespace {
+
+// The device-side update: one multi-tensor launch per device and step (the CPU loop is in AdamW::step).
+using AdamWDeviceFn = void (*)(const std::vector<cuda::AdamWTensor>&, const cuda::AdamWScalars&, Device);
+KernelTable<AdamWDeviceFn> g_adamw_device{"AdamW step", {nullptr, MOON_CUDA_KERNEL(cuda::adamw_step)}};
+
+}  // namespace
+
 AdamW::AdamW(NamedParams params, AdamWOptions options) : params_(std::move(params)), options_(options) {
   for (const auto& [name, p] : params_) {
-    MOON_CHECK(p.dtype() == DType::F32 && p.device().is_cpu() && p.is_contiguous(), "AdamW: parameter ", name,
-               " must be a contiguous f32 CPU tensor, got ", p.desc());
-    m_.push_back(zeros(p.shape()));
-    v_.push_back(zeros(p.shape()));
+    MOON_CHECK(p.dtype() == DType::F32 && p.is_contiguous(), "AdamW: parameter ", name,
+               " must be a contiguous f32 tensor, got ", p.desc());
+    m_.push_back(zeros(p.shape(), DType::F32, p.device()));
+    v_.push_back(zeros(p.shape(), DType::F32, p.device()));
   }
 }
 
@@ -29,10 +40,35 @@ void AdamW::step(double lr) {
   const float inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(correction2));
   const float eps = static_cast<float>(options_.eps);
   const float fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
+  // Parameters on a GPU: gathered per device for one multi-tensor launch (same formula, bitwise).
+  std::vector<std::pair<Device, std::vector<cuda::AdamWTensor>>> on_device;
+  std::vector<Tensor> keep_alive;  // contiguous copies of strided device gradients, until the launch
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i].second;
     Tensor g = p.grad();
     if (!g.defined()) continue;
+    if (!p.device().is_cpu()) {
+      MOON_CHECK(g.dtype() == DType::F32 && g.device() == p.device(), "AdamW: gradient of ", params_[i].first, " is ",
+                 g.desc(), ", expected f32 on ", p.device().str());
+      if (!g.is_contiguous()) {
+        NoGradGuard ng;
+        g = g.contiguous();
+        keep_alive.push_back(g);
+      }
+      cuda::AdamWTensor t;
+      t.param = static_cast<float*>(p.raw_data());
+      t.grad = static_cast<const float*>(g.raw_data());
+      t.m = static_cast<float*>(m_[i].raw_data());
+      t.v = static_cast<float*>(v_[i].raw_data());
+      t.numel = p.numel();
+      t.keep = decays(p) ? static_cast<float>(1.0 - lr * options_.weight_decay) : 1.0f;
+      auto slot =
+          std::find_if(on_device.begin(), on_device.end(), [&](const auto& e) { return e.first == p.device(); });
+      if (slot == on_device.end()) slot = on_device.insert(on_device.end(), {p.device(), {}});
+      slot->second.push_back(t);
+      p.bump_version();
+      continue;
+    }
     g = g.contiguous();
     MOON_CHECK(g.dtype() == DType::F32, "AdamW: gradient of ", params_[i].first, " is ", g.desc(), ", expected f32");
     const float keep = decays(p) ? static_cast<float>(1.0 - lr * options_.weight_decay) : 1.0f;
@@ -51,6 +87,10 @@ void AdamW::step(double lr) {
       pw[j] = pw[j] * keep - step_size * mj / (std::sqrt(vj) * inv_sqrt_c2 + eps);
     }
     p.bump_version();
+  }
+  if (!on_device.empty()) {
+    const cuda::AdamWScalars s{step_size, inv_sqrt_c2, eps, fb1, 1.0f - fb1, fb2, 1.0f - fb2};
+    for (const auto& [device, tensors] : on_device) g_adamw_device.get(device)(tensors, s, device);
   }
 }
 

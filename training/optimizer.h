@@ -1,5 +1,6 @@
 // AdamW (decoupled weight decay, PyTorch's update form), the warm-up + cosine learning-rate schedule and
-// gradient-norm clipping. f32 master weights and f32 optimizer state on the CPU.
+// gradient-norm clipping. f32 master weights and f32 optimizer state on each parameter's device (the CPU, or
+// a GPU: there one fused multi-tensor kernel updates every parameter, bitwise like the CPU loop).
 //
 //   training::AdamW opt(model.params().all(), {.weight_decay = 0.1});
 //   loss.backward();
@@ -30,7 +31,8 @@ bool decays(const Tensor& param);
 
 class AdamW {
  public:
-  // params: f32 CPU leaves (ParamStore::all()). State (m, v) starts at zero.
+  // params: contiguous f32 leaves (ParamStore::all()) on any device. State (m, v) starts at zero, on each
+  // parameter's device.
   AdamW(NamedParams params, AdamWOptions options = {});
   // One update with learning rate lr, for every parameter that has a gradient (t = steps() + 1):
   //   p -= lr * wd * p                        (decaying parameters only)
@@ -40,7 +42,8 @@ class AdamW {
   void step(double lr);
   int64_t steps() const { return steps_; }
   // The state as named tensors ("adamw.m.<param>", "adamw.v.<param>"), for checkpoints; load_state()
-  // takes them back (with the step count) and names any missing or mis-shaped tensor.
+  // takes them back (with the step count; copied onto the state's device) and names any missing or
+  // mis-shaped tensor.
   NamedParams state() const;
   void load_state(const NamedParams& tensors, int64_t steps, const std::string& origin);
 
