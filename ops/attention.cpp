@@ -1,15 +1,38 @@
-// Fused scaled-dot-product attention: checks, output allocation and autograd around the tiled CPU kernels
-// of ops/cpu/attention_kernels.cpp (FlashAttention-2 style; no (Tq x Tk) matrix is ever stored).
+// Fused scaled-dot-product attention: checks, output allocation and autograd around the tiled kernels of
+// ops/cpu/attention_kernels.cpp and ops/cuda/attention_cuda.cu (FlashAttention-2 style; no (Tq x Tk) matrix
+// is ever stored), chosen by the device of q, k, v.
 #include <cmath>
 
 #include "ops/attention.h"
 #include "ops/cpu/attention_kernels.h"
 #include "ops/cpu/isa.h"
+#include "ops/cuda/attention_cuda.h"
 #include "runtime/autograd.h"
+#include "runtime/dispatch.h"
 
 namespace moon {
 
 namespace {
+
+// Kernel tables: the structs hold raw pointers of `device` (host or device memory).
+using AttnForwardFn = void (*)(Device device, const cpu::AttnParams&, const cpu::AttnTensors&);
+using AttnBackwardFn = void (*)(Device device, const cpu::AttnParams&, const cpu::AttnTensors&,
+                                const cpu::AttnGradTensors&);
+
+void attention_forward_cpu(Device, const cpu::AttnParams& p, const cpu::AttnTensors& t) {
+  MOON_ISA_SELECT(attention_forward)(p, t);
+}
+void attention_backward_cpu(Device, const cpu::AttnParams& p, const cpu::AttnTensors& t,
+                            const cpu::AttnGradTensors& g) {
+  MOON_ISA_SELECT(attention_backward)(p, t, g);
+}
+
+const KernelTable<AttnForwardFn> g_attention_forward{
+    "scaled_dot_product_attention", {attention_forward_cpu, MOON_CUDA_KERNEL(cuda::attention_forward)}};
+const KernelTable<AttnBackwardFn> g_attention_backward{
+    "scaled_dot_product_attention backward", {attention_backward_cpu, MOON_CUDA_KERNEL(cuda::attention_backward)}};
+
+float* f32_ptr(const Tensor& t) { return static_cast<float*>(t.raw_data()); }
 
 void strides4(const Tensor& t, int64_t out[4]) {
   for (int d = 0; d < 4; ++d) out[d] = t.stride(d);
@@ -26,22 +49,22 @@ cpu::AttnParams make_params(const Tensor& q, const Tensor& k, const AttentionOpt
   p.scale = static_cast<float>(o.scale > 0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(p.D)));
   p.causal = o.causal;
   p.q_offset = o.q_offset;
-  p.key_keep = o.key_keep.defined() ? o.key_keep.data<uint8_t>() : nullptr;
+  p.key_keep = o.key_keep.defined() ? static_cast<const uint8_t*>(o.key_keep.raw_data()) : nullptr;
   return p;
 }
 
 // The kernel's view of q, k, v, out and lse (all f32, any strides).
 cpu::AttnTensors kernel_tensors(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) {
   cpu::AttnTensors t{};
-  t.q = q.data<float>();
+  t.q = f32_ptr(q);
   strides4(q, t.q_stride);
-  t.k = k.data<float>();
+  t.k = f32_ptr(k);
   strides4(k, t.k_stride);
-  t.v = v.data<float>();
+  t.v = f32_ptr(v);
   strides4(v, t.v_stride);
-  t.out = out.data<float>();
+  t.out = f32_ptr(out);
   strides4(out, t.out_stride);
-  t.lse = lse.data<float>();
+  t.lse = f32_ptr(lse);
   return t;
 }
 
@@ -51,16 +74,19 @@ void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
              q.desc(), ", ", k.desc(), ", ", v.desc());
   MOON_CHECK(q.dtype() == DType::F32 && k.dtype() == DType::F32 && v.dtype() == DType::F32, op,
              ": expected f32 q, k, v; got ", q.desc(), ", ", k.desc(), ", ", v.desc());
-  MOON_CHECK(q.device().is_cpu() && k.device() == q.device() && v.device() == q.device(), op,
-             ": q, k, v must all be on the CPU in this build; got ", q.desc(), ", ", k.desc(), ", ", v.desc());
+  MOON_CHECK(k.device() == q.device() && v.device() == q.device(), op, ": q, k, v must be on one device; got ",
+             q.desc(), ", ", k.desc(), ", ", v.desc());
   MOON_CHECK(k.shape() == v.shape(), op, ": k ", k.desc(), " and v ", v.desc(), " must have the same shape");
   MOON_CHECK(k.size(0) == q.size(0) && k.size(3) == q.size(3), op, ": batch and head size of q ", q.desc(),
              " and k ", k.desc(), " differ");
   MOON_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0, op, ": kv heads (", k.size(1), ") must divide q heads (",
              q.size(1), ") for grouped-query attention");
-  if (o.key_keep.defined())
+  if (o.key_keep.defined()) {
     MOON_CHECK(o.key_keep.dtype() == DType::U8 && o.key_keep.shape() == Shape({k.size(0), k.size(2)}), op,
                ": key_keep must be a u8 (B, Tk) = (", k.size(0), ", ", k.size(2), ") mask, got ", o.key_keep.desc());
+    MOON_CHECK(o.key_keep.device() == q.device(), op, ": key_keep ", o.key_keep.desc(), " must be on the device of q ",
+               q.desc());
+  }
 }
 
 }  // namespace
@@ -72,7 +98,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const cpu::AttnParams p = make_params(q, k, o);
   Tensor out = empty(q.shape(), DType::F32, q.device());         // (B, Hq, Tq, D)
   Tensor lse = empty({p.B, p.Hq, p.Tq}, DType::F32, q.device());  // (B, Hq, Tq) log-sum-exp per query
-  MOON_ISA_SELECT(attention_forward)(p, kernel_tensors(q, k, v, out, lse));
+  g_attention_forward.get(q.device())(q.device(), p, kernel_tensors(q, k, v, out, lse));
 
   if (needs_grad({&q, &k, &v})) {
     const char* op = "scaled_dot_product_attention";
@@ -89,15 +115,18 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
       Tensor dk = empty(k.shape(), DType::F32, k.device());  // (B, Hkv, Tk, D)
       Tensor dv = empty(v.shape(), DType::F32, v.device());  // (B, Hkv, Tk, D)
       cpu::AttnGradTensors gt{};
-      gt.dout = dout.data<float>();
+      MOON_CHECK(dout.device() == q.device() && dout.dtype() == DType::F32 && dout.shape() == q.shape(),
+                 "scaled_dot_product_attention backward: expected an f32 gradient like q ", q.desc(), ", got ",
+                 dout.desc());
+      gt.dout = f32_ptr(dout);
       strides4(dout, gt.dout_stride);
-      gt.dq = dq.data<float>();
+      gt.dq = f32_ptr(dq);
       strides4(dq, gt.dq_stride);
-      gt.dk = dk.data<float>();
+      gt.dk = f32_ptr(dk);
       strides4(dk, gt.dk_stride);
-      gt.dv = dv.data<float>();
+      gt.dv = f32_ptr(dv);
       strides4(dv, gt.dv_stride);
-      MOON_ISA_SELECT(attention_backward)(p, kernel_tensors(q, k, v, out, lse), gt);
+      g_attention_backward.get(q.device())(q.device(), p, kernel_tensors(q, k, v, out, lse), gt);
       return std::vector<Tensor>{dq, dk, dv};
     });
   }
