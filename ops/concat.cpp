@@ -3,6 +3,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "ops/cuda/index_cuda.h"
 #include "ops/index.h"
 #include "ops/index_util.h"
 #include "runtime/autograd.h"
@@ -14,16 +15,18 @@ namespace {
 
 using namespace index_detail;
 
-// dst[o * dst_stride .. + bytes) = src[o * src_stride .. + bytes) for o < rows: a strided block copy.
-void copy_blocks_cpu(void* dst, int64_t dst_stride, const void* src, int64_t src_stride, int64_t rows, int64_t bytes) {
+// dst[o * dst_stride .. + bytes) = src[o * src_stride .. + bytes) for o < rows: a strided block copy. `device`
+// holds both buffers (the CUDA kernel launches on its stream).
+void copy_blocks_cpu(Device /*device*/, void* dst, int64_t dst_stride, const void* src, int64_t src_stride,
+                     int64_t rows, int64_t bytes) {
   auto* d = static_cast<char*>(dst);
   const auto* s = static_cast<const char*>(src);
 #pragma omp parallel for schedule(static) if (rows > 1 && rows * bytes > (1 << 18))
   for (int64_t o = 0; o < rows; ++o) std::memcpy(d + o * dst_stride, s + o * src_stride, static_cast<size_t>(bytes));
 }
 
-using CopyBlocksFn = void (*)(void*, int64_t, const void*, int64_t, int64_t, int64_t);
-KernelTable<CopyBlocksFn> g_copy_blocks{"concat/split", {copy_blocks_cpu, nullptr}};
+using CopyBlocksFn = void (*)(Device, void*, int64_t, const void*, int64_t, int64_t, int64_t);
+KernelTable<CopyBlocksFn> g_copy_blocks{"concat/split", {copy_blocks_cpu, MOON_CUDA_KERNEL(cuda::copy_blocks)}};
 
 std::string shapes_str(const std::vector<Tensor>& ts) {
   std::string s;
@@ -39,14 +42,15 @@ void move_pieces(const Tensor& whole, const std::vector<Tensor>& pieces, int64_t
   const int64_t whole_row = whole.size(dim) * inner * es;
   auto* base = static_cast<char*>(whole.raw_data());
   int64_t off = 0;
-  const CopyBlocksFn fn = g_copy_blocks.get(whole.device());
+  const Device device = whole.device();
+  const CopyBlocksFn fn = g_copy_blocks.get(device);
   for (const Tensor& p : pieces) {
     const int64_t bytes = p.size(dim) * inner * es;
     if (bytes > 0 && outer > 0) {
       if (into_whole)
-        fn(base + off, whole_row, p.raw_data(), bytes, outer, bytes);
+        fn(device, base + off, whole_row, p.raw_data(), bytes, outer, bytes);
       else
-        fn(p.raw_data(), bytes, base + off, whole_row, outer, bytes);
+        fn(device, p.raw_data(), bytes, base + off, whole_row, outer, bytes);
     }
     off += bytes;
   }

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <memory>
 
+#include "ops/cuda/index_cuda.h"
 #include "ops/index.h"
 #include "ops/index_util.h"
 #include "runtime/autograd.h"
@@ -57,19 +58,30 @@ void scatter_rows_cpu(float* dst, const float* src, const int64_t* ids, int64_t 
   }
 }
 
-using GatherRowsFn = void (*)(void*, const void*, const int64_t*, int64_t, int64_t, int64_t, int64_t);
-using ScatterRowsFn = void (*)(float*, const float*, const int64_t*, int64_t, int64_t, int64_t, int64_t);
-KernelTable<GatherRowsFn> g_gather_rows{"embedding/index_select", {gather_rows_cpu, nullptr}};
-KernelTable<ScatterRowsFn> g_scatter_rows{"embedding/index_select backward", {scatter_rows_cpu, nullptr}};
+// Tensor forms of the two kernels (dst, src contiguous; ids a contiguous, checked i64 tensor on their device).
+void gather_rows_tensors_cpu(const Tensor& dst, const Tensor& src, const Tensor& ids, int64_t outer, int64_t n,
+                             int64_t len, int64_t row_bytes) {
+  gather_rows_cpu(dst.raw_data(), src.raw_data(), ids.data<int64_t>(), outer, n, len, row_bytes);
+}
+void scatter_rows_tensors_cpu(const Tensor& dst, const Tensor& src, const Tensor& ids, int64_t outer, int64_t V,
+                              int64_t N, int64_t C) {
+  scatter_rows_cpu(dst.data<float>(), src.data<float>(), ids.data<int64_t>(), outer, V, N, C);
+}
 
-// The gradient (outer, V, C) of a row gather, given the output gradient (outer, N, C).
-Tensor scatter_rows(const Tensor& grad, const std::vector<int64_t>& ids, const Shape& in_shape, int64_t outer,
-                    int64_t V, int64_t C) {
+using GatherRowsFn = void (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, int64_t, int64_t);
+using ScatterRowsFn = void (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, int64_t, int64_t);
+KernelTable<GatherRowsFn> g_gather_rows{"embedding/index_select",
+                                        {gather_rows_tensors_cpu, MOON_CUDA_KERNEL(cuda::gather_rows)}};
+KernelTable<ScatterRowsFn> g_scatter_rows{"embedding/index_select backward",
+                                          {scatter_rows_tensors_cpu, MOON_CUDA_KERNEL(cuda::scatter_rows)}};
+
+// The gradient (outer, V, C) of a row gather, given the output gradient (outer, N, C) and the checked ids.
+Tensor scatter_rows(const Tensor& grad, const Tensor& ids, const Shape& in_shape, int64_t outer, int64_t V,
+                    int64_t C) {
   Tensor g = grad.contiguous();
   MOON_CHECK(g.dtype() == DType::F32, "embedding/index_select backward: expected an f32 gradient, got ", g.desc());
   Tensor out = empty(in_shape, DType::F32, g.device());
-  g_scatter_rows.get(g.device())(out.data<float>(), g.data<float>(), ids.data(), outer, V,
-                                 static_cast<int64_t>(ids.size()), C);
+  g_scatter_rows.get(g.device())(out, g, ids, outer, V, ids.numel(), C);
   return out;
 }
 
@@ -82,21 +94,19 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   MOON_CHECK(weight.device() == ids.device(), "embedding: weight ", weight.desc(), " and ids ", ids.desc(),
              " are on different devices; move ids with .to()");
   const int64_t V = weight.size(0), C = weight.size(1);
-  auto values = std::make_shared<const std::vector<int64_t>>(index_values(ids, "embedding", "ids"));
-  check_index_range(*values, ids.shape(), V, "embedding", "id", "rows of weight " + weight.desc());
+  const Tensor values = checked_index_tensor(ids, V, "embedding", "ids", "id", "rows of weight " + weight.desc());
   Shape out_shape = ids.shape();  // (..., C)
   out_shape.push_back(C);
   Tensor out = empty(out_shape, DType::F32, weight.device());
   {
     NoGradGuard ng;
     Tensor w = weight.contiguous();  // (V, C)
-    g_gather_rows.get(w.device())(out.raw_data(), w.raw_data(), values->data(), 1, V,
-                                  static_cast<int64_t>(values->size()), C * static_cast<int64_t>(sizeof(float)));
+    g_gather_rows.get(w.device())(out, w, values, 1, V, values.numel(), C * static_cast<int64_t>(sizeof(float)));
   }
   if (needs_grad({&weight})) {
     const Shape w_shape = weight.shape();
     record_op("embedding", {weight}, {out}, [values, w_shape, V, C](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{scatter_rows(g[0], *values, w_shape, 1, V, C)};  // (V, C)
+      return std::vector<Tensor>{scatter_rows(g[0], values, w_shape, 1, V, C)};  // (V, C)
     });
   }
   return out;
@@ -110,9 +120,8 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
              " are on different devices");
   dim = wrap_dim(dim, x.dim(), "index_select");
   const int64_t n = x.size(dim), outer = outer_size(x.shape(), dim), inner = inner_size(x.shape(), dim);
-  auto values = std::make_shared<const std::vector<int64_t>>(index_values(index, "index_select", "index"));
-  check_index_range(*values, index.shape(), n, "index_select", "index",
-                    "entries along dimension " + std::to_string(dim) + " of " + x.desc());
+  const Tensor values = checked_index_tensor(index, n, "index_select", "index", "index",
+                                             "entries along dimension " + std::to_string(dim) + " of " + x.desc());
   const int64_t len = index.size(0);
   Shape out_shape = x.shape();  // x's shape with len along dim
   out_shape[dim] = len;
@@ -120,14 +129,13 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   {
     NoGradGuard ng;
     Tensor xc = x.contiguous();  // (outer, n, inner)
-    g_gather_rows.get(xc.device())(out.raw_data(), xc.raw_data(), values->data(), outer, n, len,
-                                   inner * static_cast<int64_t>(dtype_size(x.dtype())));
+    g_gather_rows.get(xc.device())(out, xc, values, outer, n, len, inner * static_cast<int64_t>(dtype_size(x.dtype())));
   }
   if (needs_grad({&x})) {
     MOON_CHECK(x.dtype() == DType::F32, "index_select: gradients need an f32 input, got ", x.desc());
     const Shape x_shape = x.shape();
     record_op("index_select", {x}, {out}, [values, x_shape, outer, n, inner](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{scatter_rows(g[0], *values, x_shape, outer, n, inner)};
+      return std::vector<Tensor>{scatter_rows(g[0], values, x_shape, outer, n, inner)};
     });
   }
   return out;

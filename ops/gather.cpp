@@ -2,6 +2,7 @@
 #include <cstring>
 #include <memory>
 
+#include "ops/cuda/index_cuda.h"
 #include "ops/index.h"
 #include "ops/index_util.h"
 #include "runtime/autograd.h"
@@ -28,9 +29,14 @@ void gather_cpu_t(T* out, const T* x, const Shape& x_shape, int64_t dim, const i
   }
 }
 
-void gather_cpu(void* out, const void* x, size_t esize, const Shape& x_shape, int64_t dim, const int64_t* idx,
-                const Shape& idx_shape) {
-  switch (esize) {
+// out (idx's shape, contiguous) = x (contiguous) gathered along dim at idx (contiguous i64, checked).
+void gather_cpu(const Tensor& out_t, const Tensor& x_t, int64_t dim, const Tensor& idx_t) {
+  void* out = out_t.raw_data();
+  const void* x = x_t.raw_data();
+  const Shape& x_shape = x_t.shape();
+  const int64_t* idx = idx_t.data<int64_t>();
+  const Shape& idx_shape = idx_t.shape();
+  switch (dtype_size(x_t.dtype())) {
     case 1: return gather_cpu_t(static_cast<uint8_t*>(out), static_cast<const uint8_t*>(x), x_shape, dim, idx, idx_shape);
     case 2: return gather_cpu_t(static_cast<uint16_t*>(out), static_cast<const uint16_t*>(x), x_shape, dim, idx, idx_shape);
     case 4: return gather_cpu_t(static_cast<uint32_t*>(out), static_cast<const uint32_t*>(x), x_shape, dim, idx, idx_shape);
@@ -38,44 +44,46 @@ void gather_cpu(void* out, const void* x, size_t esize, const Shape& x_shape, in
   }
 }
 
-using GatherFn = void (*)(void*, const void*, size_t, const Shape&, int64_t, const int64_t*, const Shape&);
-using ScatterAddFn = void (*)(float*, const Shape&, int64_t, const int64_t*, const Shape&, const float*);
-KernelTable<GatherFn> g_gather{"gather", {gather_cpu, nullptr}};
-KernelTable<ScatterAddFn> g_scatter_add{"scatter_add", {scatter_add_cpu, nullptr}};
+// out (contiguous f32) += src (contiguous f32 of idx's shape) scattered along dim at idx (contiguous i64).
+void scatter_add_tensors_cpu(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
+  scatter_add_cpu(out.data<float>(), out.shape(), dim, idx.data<int64_t>(), idx.shape(), src.data<float>());
+}
+
+using GatherFn = void (*)(const Tensor&, const Tensor&, int64_t, const Tensor&);
+using ScatterAddFn = void (*)(const Tensor&, int64_t, const Tensor&, const Tensor&);
+KernelTable<GatherFn> g_gather{"gather", {gather_cpu, MOON_CUDA_KERNEL(cuda::gather_dim)}};
+KernelTable<ScatterAddFn> g_scatter_add{"scatter_add",
+                                         {scatter_add_tensors_cpu, MOON_CUDA_KERNEL(cuda::scatter_add_dim)}};
 
 // Checks an index against x for gather/scatter_add: same rank, index.size(d) <= x.size(d) off dim, values in
-// range. Returns the values.
-std::shared_ptr<const std::vector<int64_t>> checked_index(const char* op, const Tensor& x, int64_t dim,
-                                                          const Tensor& index) {
+// range. Returns the values as a contiguous i64 tensor on the index's device (our own copy).
+Tensor checked_index(const char* op, const Tensor& x, int64_t dim, const Tensor& index) {
   MOON_CHECK(index.dim() == x.dim(), op, ": index ", index.desc(), " must have the rank of the input ", x.desc());
   for (int64_t d = 0; d < x.dim(); ++d)
     MOON_CHECK(d == dim || index.size(d) <= x.size(d), op, ": index ", index.desc(), " is larger than the input ",
                x.desc(), " in dimension ", d, " (only dimension ", dim, " may differ)");
   MOON_CHECK(index.device() == x.device(), op, ": input ", x.desc(), " and index ", index.desc(),
              " are on different devices");
-  auto values = std::make_shared<const std::vector<int64_t>>(index_values(index, op, "index"));
-  check_index_range(*values, index.shape(), x.size(dim), op, "index",
-                    "entries along dimension " + std::to_string(dim) + " of " + x.desc());
-  return values;
+  return checked_index_tensor(index, x.size(dim), op, "index", "index",
+                              "entries along dimension " + std::to_string(dim) + " of " + x.desc());
 }
 
 // out (x_shape, f32, fresh) = x + src scattered at idx along dim.
-Tensor scatter_add_forward(const Tensor& x, const Shape& x_shape, int64_t dim,
-                           const std::vector<int64_t>& idx, const Shape& idx_shape, const Tensor& src) {
+Tensor scatter_add_forward(const Tensor& x, const Shape& x_shape, int64_t dim, const Tensor& idx, const Tensor& src) {
   Tensor out = empty(x_shape, DType::F32, src.device());
   if (x.defined())
     copy_elements(out, x);
   else
     fill_elements(out, 0.0);
   Tensor s = src.contiguous();
-  g_scatter_add.get(out.device())(out.data<float>(), x_shape, dim, idx.data(), idx_shape, s.data<float>());
+  g_scatter_add.get(out.device())(out, dim, idx, s);
   return out;
 }
 
-Tensor gather_forward(const Tensor& x, int64_t dim, const std::vector<int64_t>& idx, const Shape& idx_shape) {
-  Tensor out = empty(idx_shape, x.dtype(), x.device());
+Tensor gather_forward(const Tensor& x, int64_t dim, const Tensor& idx) {
+  Tensor out = empty(idx.shape(), x.dtype(), x.device());
   Tensor xc = x.contiguous();
-  g_gather.get(xc.device())(out.raw_data(), xc.raw_data(), dtype_size(x.dtype()), x.shape(), dim, idx.data(), idx_shape);
+  g_gather.get(xc.device())(out, xc, dim, idx);
   return out;
 }
 
@@ -85,19 +93,18 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   MOON_CHECK(x.defined() && index.defined(), "gather: undefined input or index tensor");
   MOON_CHECK(x.dim() >= 1, "gather: input must have at least one dimension, got ", x.desc());
   dim = wrap_dim(dim, x.dim(), "gather");
-  auto values = checked_index("gather", x, dim, index);
-  const Shape idx_shape = index.shape();
+  const Tensor values = checked_index("gather", x, dim, index);
   Tensor out;
   {
     NoGradGuard ng;
-    out = gather_forward(x, dim, *values, idx_shape);  // (index shape)
+    out = gather_forward(x, dim, values);  // (index shape)
   }
   if (needs_grad({&x})) {
     MOON_CHECK(x.dtype() == DType::F32, "gather: gradients need an f32 input, got ", x.desc());
     const Shape x_shape = x.shape();
-    record_op("gather", {x}, {out}, [values, x_shape, idx_shape, dim](const std::vector<Tensor>& g) {
+    record_op("gather", {x}, {out}, [values, x_shape, dim](const std::vector<Tensor>& g) {
       // dx = zeros scattered-added with the output gradient at the gathered positions
-      return std::vector<Tensor>{scatter_add_forward(Tensor(), x_shape, dim, *values, idx_shape, g[0])};
+      return std::vector<Tensor>{scatter_add_forward(Tensor(), x_shape, dim, values, g[0])};
     });
   }
   return out;
@@ -113,18 +120,17 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
   MOON_CHECK(src.device() == x.device(), "scatter_add: input ", x.desc(), " and src ", src.desc(),
              " are on different devices");
   dim = wrap_dim(dim, x.dim(), "scatter_add");
-  auto values = checked_index("scatter_add", x, dim, index);
-  const Shape idx_shape = index.shape();
+  const Tensor values = checked_index("scatter_add", x, dim, index);
   Tensor out;
   {
     NoGradGuard ng;
-    out = scatter_add_forward(x, x.shape(), dim, *values, idx_shape, src);  // (x shape)
+    out = scatter_add_forward(x, x.shape(), dim, values, src);  // (x shape)
   }
   if (needs_grad({&x, &src})) {
     const bool gx = x.requires_grad(), gs = src.requires_grad();
-    record_op("scatter_add", {x, src}, {out}, [values, idx_shape, dim, gx, gs](const std::vector<Tensor>& g) {
+    record_op("scatter_add", {x, src}, {out}, [values, dim, gx, gs](const std::vector<Tensor>& g) {
       // dx = g; dsrc = g gathered at the scattered positions
-      return std::vector<Tensor>{gx ? g[0] : Tensor(), gs ? gather_forward(g[0], dim, *values, idx_shape) : Tensor()};
+      return std::vector<Tensor>{gx ? g[0] : Tensor(), gs ? gather_forward(g[0], dim, values) : Tensor()};
     });
   }
   return out;

@@ -3,9 +3,38 @@
 
 #include <sstream>
 
+#include "ops/cuda/index_cuda.h"
 #include "runtime/autograd.h"
+#include "runtime/copy.h"
+#include "runtime/dispatch.h"
 
 namespace moon::index_detail {
+
+namespace {
+
+[[noreturn]] void fail_out_of_range(int64_t v, const Shape& idx_shape, int64_t pos, int64_t n, const char* op,
+                                    const char* what, const std::string& range_of) {
+  fail(op, ": ", what, " ", v, " at position ", what, position_str(idx_shape, pos),
+       " is out of range: valid values are 0..", n - 1, " (", n, " ", range_of,
+       "); check how the indices were built (vocabulary size, dimension sizes)");
+}
+
+// The position of the first value of idx (contiguous i64) outside [0, n), or -1; *value gets that value.
+int64_t first_out_of_range_cpu(const Tensor& idx, int64_t n, int64_t* value) {
+  const int64_t* p = idx.data<int64_t>();
+  for (int64_t i = 0; i < idx.numel(); ++i)
+    if (p[i] < 0 || p[i] >= n) {
+      *value = p[i];
+      return i;
+    }
+  return -1;
+}
+
+using FirstBadFn = int64_t (*)(const Tensor&, int64_t, int64_t*);
+KernelTable<FirstBadFn> g_first_bad{"index range check",
+                                    {first_out_of_range_cpu, MOON_CUDA_KERNEL(cuda::first_out_of_range)}};
+
+}  // namespace
 
 std::vector<int64_t> index_values(const Tensor& idx, const char* op, const char* what) {
   MOON_CHECK(idx.defined(), op, ": ", what, " is an undefined tensor");
@@ -47,10 +76,29 @@ void check_index_range(const std::vector<int64_t>& values, const Shape& idx_shap
   for (size_t i = 0; i < values.size(); ++i) {
     const int64_t v = values[i];
     if (v >= 0 && v < n) continue;
-    fail(op, ": ", what, " ", v, " at position ", what, position_str(idx_shape, static_cast<int64_t>(i)),
-         " is out of range: valid values are 0..", n - 1, " (", n, " ", range_of,
-         "); check how the indices were built (vocabulary size, dimension sizes)");
+    fail_out_of_range(v, idx_shape, static_cast<int64_t>(i), n, op, what, range_of);
   }
+}
+
+Tensor checked_index_tensor(const Tensor& idx, int64_t n, const char* op, const char* tensor_what, const char* what,
+                            const std::string& range_of) {
+  MOON_CHECK(idx.defined(), op, ": ", tensor_what, " is an undefined tensor");
+  if (idx.device().is_cpu()) {
+    const std::vector<int64_t> values = index_values(idx, op, tensor_what);
+    check_index_range(values, idx.shape(), n, op, what, range_of);
+    return from_vector(values, idx.shape(), DType::I64);
+  }
+  MOON_CHECK(idx.dtype() == DType::I64 || idx.dtype() == DType::I32, op, ": ", tensor_what,
+             " must be an integer tensor (i64 or i32), got ", idx.desc(), "; convert with .to(DType::I64)");
+  Tensor c = empty(idx.shape(), DType::I64, idx.device());
+  {
+    NoGradGuard ng;
+    copy_elements(c, idx);  // contiguous, converted from i32 where needed, and our own copy
+  }
+  int64_t value = 0;
+  const int64_t pos = g_first_bad.get(c.device())(c, n, &value);
+  if (pos >= 0) fail_out_of_range(value, idx.shape(), pos, n, op, what, range_of);
+  return c;
 }
 
 int64_t outer_size(const Shape& s, int64_t dim) {

@@ -20,6 +20,14 @@ std::string position_str(const Shape& shape, int64_t flat);
 void check_index_range(const std::vector<int64_t>& values, const Shape& idx_shape, int64_t n, const char* op,
                        const char* what, const std::string& range_of);
 
+// The values of an integer index tensor (i64 or i32, on any device, any strides), checked to lie in [0, n)
+// like index_values (`tensor_what` names the tensor) and check_index_range (`what` names a value), with the
+// same messages, as a fresh contiguous i64 tensor on the index's device: a copy, so a later in-place write to
+// `idx` cannot change what a backward pass reads. On a CUDA device the check runs there and synchronises once
+// to read its verdict.
+Tensor checked_index_tensor(const Tensor& idx, int64_t n, const char* op, const char* tensor_what, const char* what,
+                            const std::string& range_of);
+
 // Sizes of the dimensions before and after `dim` (1 when none).
 int64_t outer_size(const Shape& s, int64_t dim);
 int64_t inner_size(const Shape& s, int64_t dim);

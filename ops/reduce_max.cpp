@@ -1,4 +1,5 @@
 // max over a dimension (values and first-maximum indices), max over all elements, argmax.
+#include "ops/cuda/reduce_cuda.h"
 #include "ops/reduce.h"
 #include "runtime/autograd.h"
 #include "runtime/dispatch.h"
@@ -46,8 +47,8 @@ void max_backward_cpu(const Tensor& g, const Tensor& indices, const Tensor& dx, 
 }
 
 using MaxFn = void (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, int64_t);
-KernelTable<MaxFn> g_max{"max", {max_middle_cpu, nullptr}};
-KernelTable<MaxFn> g_max_backward{"max_backward", {max_backward_cpu, nullptr}};
+KernelTable<MaxFn> g_max{"max", {max_middle_cpu, MOON_CUDA_KERNEL(cuda::max_middle)}};
+KernelTable<MaxFn> g_max_backward{"max_backward", {max_backward_cpu, MOON_CUDA_KERNEL(cuda::max_middle_backward)}};
 
 struct Split {
   int64_t outer = 1, len = 1, inner = 1;

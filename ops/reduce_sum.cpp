@@ -4,6 +4,7 @@
 
 #include "ops/cpu/isa.h"
 #include "ops/cpu/norm_kernels.h"
+#include "ops/cuda/reduce_cuda.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
 #include "runtime/autograd.h"
@@ -22,7 +23,7 @@ void cumsum_middle_cpu(const Tensor& src, const Tensor& out, int64_t outer, int6
   MOON_ISA_SELECT(cumsum_middle)(src.data<float>(), out.data<float>(), outer, len, inner, reverse);
 }
 using CumsumFn = void (*)(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, bool);
-KernelTable<CumsumFn> g_cumsum{"cumsum", {cumsum_middle_cpu, nullptr}};
+KernelTable<CumsumFn> g_cumsum{"cumsum", {cumsum_middle_cpu, MOON_CUDA_KERNEL(cuda::cumsum_middle)}};
 
 // Scans `a` along dim (forward: prefix sums; reverse: suffix sums, the backward of cumsum).
 Tensor cumsum_forward(const Tensor& a, int64_t dim, bool reverse) {
@@ -37,7 +38,7 @@ Tensor cumsum_forward(const Tensor& a, int64_t dim, bool reverse) {
 }
 
 using SumMiddleFn = void (*)(const Tensor&, const Tensor&, int64_t, int64_t, int64_t);
-KernelTable<SumMiddleFn> g_sum_middle{"sum", {sum_middle_cpu, nullptr}};
+KernelTable<SumMiddleFn> g_sum_middle{"sum", {sum_middle_cpu, MOON_CUDA_KERNEL(cuda::sum_middle)}};
 
 // Sums `a` over `dims` (sorted, unique) with keepdim. When the reduced dims are one consecutive block
 // (innermost, outermost or in the middle) the contiguous input is read in place as (outer, len, inner);

@@ -1,6 +1,7 @@
 // l2_normalize and cosine_similarity_matrix (see ops/loss.h).
 #include "ops/cpu/isa.h"
 #include "ops/cpu/loss_kernels.h"
+#include "ops/cuda/reduce_cuda.h"
 #include "ops/loss.h"
 #include "ops/matmul.h"
 #include "runtime/autograd.h"
@@ -26,8 +27,8 @@ void l2_normalize_backward_cpu(const Tensor& g, const Tensor& y, const Tensor& n
 
 using L2Fn = void (*)(const Tensor&, float, const Tensor&, const Tensor&);
 using L2BackFn = void (*)(const Tensor&, const Tensor&, const Tensor&, float, const Tensor&);
-KernelTable<L2Fn> g_l2{"l2_normalize", {l2_normalize_cpu, nullptr}};
-KernelTable<L2BackFn> g_l2_back{"l2_normalize backward", {l2_normalize_backward_cpu, nullptr}};
+KernelTable<L2Fn> g_l2{"l2_normalize", {l2_normalize_cpu, MOON_CUDA_KERNEL(cuda::l2_normalize_rows)}};
+KernelTable<L2BackFn> g_l2_back{"l2_normalize backward", {l2_normalize_backward_cpu, MOON_CUDA_KERNEL(cuda::l2_normalize_rows_backward)}};
 
 // t (..., D) as (R, D) rows with a unit column stride, without copying when the leading dims collapse.
 Tensor as_rows(const Tensor& t) {

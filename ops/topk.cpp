@@ -5,6 +5,7 @@
 #include <memory>
 #include <numeric>
 
+#include "ops/cuda/index_cuda.h"
 #include "ops/index.h"
 #include "ops/index_util.h"
 #include "runtime/autograd.h"
@@ -65,8 +66,22 @@ void topk_cpu(float* values, int64_t* indices, const float* x, int64_t outer, in
   }
 }
 
-using TopkFn = void (*)(float*, int64_t*, const float*, int64_t, int64_t, int64_t, int64_t, bool);
-KernelTable<TopkFn> g_topk{"topk", {topk_cpu, nullptr}};
+// Tensor form of topk_cpu (values, indices: (outer, k, inner) contiguous; x contiguous).
+void topk_tensors_cpu(const Tensor& values, const Tensor& indices, const Tensor& x, int64_t outer, int64_t n,
+                      int64_t inner, int64_t k, bool largest) {
+  topk_cpu(values.data<float>(), indices.data<int64_t>(), x.data<float>(), outer, n, inner, k, largest);
+}
+
+// The backward: gx (zeros of x's shape, contiguous f32) += gv (contiguous, of idx's shape) at idx along dim.
+void topk_backward_cpu(const Tensor& gx, int64_t dim, const Tensor& idx, const Tensor& gv) {
+  scatter_add_cpu(gx.data<float>(), gx.shape(), dim, idx.data<int64_t>(), idx.shape(), gv.data<float>());
+}
+
+using TopkFn = void (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, int64_t, int64_t, bool);
+using TopkBackwardFn = void (*)(const Tensor&, int64_t, const Tensor&, const Tensor&);
+KernelTable<TopkFn> g_topk{"topk", {topk_tensors_cpu, MOON_CUDA_KERNEL(cuda::topk_rows)}};
+KernelTable<TopkBackwardFn> g_topk_backward{"topk backward",
+                                            {topk_backward_cpu, MOON_CUDA_KERNEL(cuda::scatter_add_dim)}};
 
 }  // namespace
 
@@ -86,17 +101,20 @@ TopKResult topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
     NoGradGuard ng;
     Tensor xc = x.contiguous();  // (outer, n, inner)
     if (res.values.numel() > 0)
-      g_topk.get(xc.device())(res.values.data<float>(), res.indices.data<int64_t>(), xc.data<float>(), outer, n, inner,
-                              k, largest);
+      g_topk.get(xc.device())(res.values, res.indices, xc, outer, n, inner, k, largest);
   }
   if (needs_grad({&x})) {
-    auto idx = std::make_shared<const std::vector<int64_t>>(res.indices.to_vector<int64_t>());
+    Tensor idx;  // our own copy: the returned indices may be written in place before the backward runs
+    {
+      NoGradGuard ng;
+      idx = res.indices.clone();
+    }
     const Shape x_shape = x.shape();
-    record_op("topk", {x}, {res.values, res.indices}, [idx, x_shape, out_shape, dim](const std::vector<Tensor>& g) {
+    record_op("topk", {x}, {res.values, res.indices}, [idx, x_shape, dim](const std::vector<Tensor>& g) {
       // dx = zeros with the values' gradient written back at the chosen positions
       Tensor gv = g[0].contiguous();
       Tensor gx = zeros(x_shape, DType::F32, gv.device());
-      scatter_add_cpu(gx.data<float>(), x_shape, dim, idx->data(), out_shape, gv.data<float>());
+      g_topk_backward.get(gv.device())(gx, dim, idx, gv);
       return std::vector<Tensor>{gx};
     });
   }
