@@ -81,7 +81,7 @@ Tensor index_tensor(CaseGen& g, const Shape& s, int64_t hi) {
 }  // namespace
 
 void register_index_ops(std::vector<OpInfo>& r) {
-  r.push_back({"embedding", "index", 2, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"embedding", "index", 2, true, op_devices(), [](CaseGen& g) {
                  // few rows and many ids: repeated ids exercise the backward's accumulation
                  const int64_t V = g.pick(2, 6), C = g.n, T = g.pick(2, 5);
                  OpCase c;
@@ -103,7 +103,7 @@ void register_index_ops(std::vector<OpInfo>& r) {
                  c.fwd_tol = 0;
                  return c;
                }});
-  r.push_back({"index_select", "index", 2, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"index_select", "index", 2, true, op_devices(), [](CaseGen& g) {
                  const int64_t dim = g.pick(0, 2), L = g.pick(1, 5);
                  const Shape s = {3, g.n, 2};
                  OpCase c;
@@ -125,7 +125,7 @@ void register_index_ops(std::vector<OpInfo>& r) {
                  c.fwd_tol = 0;
                  return c;
                }});
-  r.push_back({"gather", "index", 2, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"gather", "index", 2, true, op_devices(), [](CaseGen& g) {
                  const int64_t dim = g.pick(0, 2);
                  const Shape xs = {3, g.n, 4};
                  Shape is = {g.pick(1, 3), g.pick(1, g.n), g.pick(1, 4)};
@@ -147,7 +147,7 @@ void register_index_ops(std::vector<OpInfo>& r) {
                  c.fwd_tol = 0;
                  return c;
                }});
-  r.push_back({"scatter_add", "index", 3, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"scatter_add", "index", 3, true, op_devices(), [](CaseGen& g) {
                  const int64_t dim = g.pick(0, 1);
                  const Shape xs = {g.n, 3};
                  Shape is = {g.pick(1, g.n), g.pick(1, 3)};
@@ -171,7 +171,7 @@ void register_index_ops(std::vector<OpInfo>& r) {
                  c.fwd_tol = 1e-6;
                  return c;
                }});
-  r.push_back({"concat", "index", 3, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"concat", "index", 3, true, op_devices(), [](CaseGen& g) {
                  const int64_t dim = g.pick(0, 2);
                  std::vector<Tensor> ins;
                  for (int i = 0; i < 3; ++i) {
@@ -188,7 +188,7 @@ void register_index_ops(std::vector<OpInfo>& r) {
                  c.fwd_tol = 0;
                  return c;
                }});
-  r.push_back({"stack", "index", 2, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"stack", "index", 2, true, op_devices(), [](CaseGen& g) {
                  const int64_t dim = g.pick(0, 2);
                  OpCase c;
                  c.desc = "2 tensors (n,3) new dim=" + std::to_string(dim);
@@ -207,7 +207,7 @@ void register_index_ops(std::vector<OpInfo>& r) {
                  c.fwd_tol = 0;
                  return c;
                }});
-  r.push_back({"split", "index", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"split", "index", 1, true, op_devices(), [](CaseGen& g) {
                  const int64_t dim = g.pick(0, 1);
                  const Shape s = {g.n + 2, 5};
                  const int64_t a = g.pick(0, s[dim] - 1);
@@ -230,7 +230,7 @@ void register_index_ops(std::vector<OpInfo>& r) {
                  c.fwd_tol = 0;
                  return c;
                }});
-  r.push_back({"chunk", "index", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"chunk", "index", 1, true, op_devices(), [](CaseGen& g) {
                  const int64_t k = g.pick(1, 3);
                  const Shape s = {2, g.n * k};
                  OpCase c;
@@ -244,7 +244,7 @@ void register_index_ops(std::vector<OpInfo>& r) {
                  c.fwd_tol = 0;
                  return c;
                }});
-  r.push_back({"topk", "index", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"topk", "index", 1, true, op_devices(), [](CaseGen& g) {
                  const int64_t dim = g.pick(0, 1);
                  const bool largest = g.pick(0, 1) == 1;
                  const Shape s = {g.n + 1, 4};

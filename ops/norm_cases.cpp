@@ -73,7 +73,7 @@ void register_norm_ops(std::vector<OpInfo>& r) {
   r.push_back(softmax_entry("softmax", false));
   r.push_back(softmax_entry("log_softmax", true));
 
-  r.push_back({"layer_norm", "norm", 3, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"layer_norm", "norm", 3, true, op_devices(), [](CaseGen& g) {
                  OpCase c;
                  const int64_t variant = g.pick(0, 2);  // 0: weight and bias, 1: weight only, 2: neither
                  const int64_t C = g.n;
@@ -99,7 +99,7 @@ void register_norm_ops(std::vector<OpInfo>& r) {
                  return c;
                }});
 
-  r.push_back({"rms_norm", "norm", 2, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"rms_norm", "norm", 2, true, op_devices(), [](CaseGen& g) {
                  OpCase c;
                  const bool has_w = g.pick(0, 3) != 0;
                  const int64_t C = g.n;
@@ -117,7 +117,7 @@ void register_norm_ops(std::vector<OpInfo>& r) {
                  return c;
                }});
 
-  r.push_back({"dropout", "norm", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"dropout", "norm", 1, true, op_devices(), [](CaseGen& g) {
                  OpCase c;
                  const double p = g.pick(0, 1) == 0 ? 0.25 : 0.6;
                  const uint64_t seed = 1000 + static_cast<uint64_t>(g.pick(0, 1000)), offset = 8;

@@ -120,7 +120,7 @@ void register_reduce_ops(std::vector<OpInfo>& r) {
   r.push_back(sum_like("sum", false));
   r.push_back(sum_like("mean", true));
 
-  r.push_back({"max_dim", "reduce", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"max_dim", "reduce", 1, true, op_devices(), [](CaseGen& g) {
                  OpCase c;
                  const int64_t dim = g.pick(0, 2);
                  const bool keepdim = g.pick(0, 1) == 1;
@@ -134,7 +134,7 @@ void register_reduce_ops(std::vector<OpInfo>& r) {
                  c.grad_inputs = {0};
                  return c;
                }});
-  r.push_back({"max_all", "reduce", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"max_all", "reduce", 1, true, op_devices(), [](CaseGen& g) {
                  OpCase c;
                  c.desc = "(3,n,4) all";
                  c.inputs = {distinct_values(g, {3, g.n, 4})};
@@ -146,7 +146,7 @@ void register_reduce_ops(std::vector<OpInfo>& r) {
                  c.grad_inputs = {0};
                  return c;
                }});
-  r.push_back({"argmax", "reduce", 1, false, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"argmax", "reduce", 1, false, op_devices(), [](CaseGen& g) {
                  OpCase c;
                  const int64_t dim = g.pick(0, 2);
                  const bool keepdim = g.pick(0, 1) == 1;
@@ -160,7 +160,7 @@ void register_reduce_ops(std::vector<OpInfo>& r) {
                  };
                  return c;
                }});
-  r.push_back({"cumsum", "reduce", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"cumsum", "reduce", 1, true, op_devices(), [](CaseGen& g) {
                  OpCase c;
                  const int64_t dim = g.pick(0, 2);
                  c.desc = "(3,n,4) dim=" + std::to_string(dim);

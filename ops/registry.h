@@ -56,7 +56,11 @@ struct OpInfo {
   std::function<OpCase(CaseGen&)> make_case;
 };
 
-// An entry with a backward, on the CPU (and on CUDA in a build with the CUDA backend).
+// The devices every op runs on: the CPU, and CUDA in a build with the CUDA backend (the `cuda` test suite
+// checks each op there against the CPU).
+std::vector<DeviceType> op_devices();
+
+// An entry with a backward, on op_devices().
 OpInfo op_entry(std::string name, std::string family, int arity, std::function<OpCase(CaseGen&)> make_case);
 
 const std::vector<OpInfo>& op_registry();

@@ -38,13 +38,13 @@ OpCase unary_case(std::string desc, Tensor x, std::function<Tensor(const Tensor&
 }  // namespace
 
 void register_view_ops(std::vector<OpInfo>& r) {
-  r.push_back({"reshape", "view", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"reshape", "view", 1, true, op_devices(), [](CaseGen& g) {
                  const int64_t a = g.pick(1, 4), b = g.n;
                  return unary_case("(a,b,2)->(b,a*2)", g.normal({a, b, 2}),
                                    [a, b](const Tensor& x) { return x.reshape({b, a * 2}).contiguous(); },
                                    [a, b](const RefTensor& x) { return RefTensor{{b, a * 2}, x.data}; });
                }});
-  r.push_back({"permute", "view", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"permute", "view", 1, true, op_devices(), [](CaseGen& g) {
                  const Shape s = {2, g.n, 3};
                  return unary_case("(2,n,3) -> (3,2,n)", g.normal(s),
                                    [](const Tensor& x) { return x.permute({2, 0, 1}).contiguous(); },
@@ -54,7 +54,7 @@ void register_view_ops(std::vector<OpInfo>& r) {
                                      });
                                    });
                }});
-  r.push_back({"transpose", "view", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"transpose", "view", 1, true, op_devices(), [](CaseGen& g) {
                  const Shape s = {g.n, 5};
                  return unary_case("(n,5).T", g.normal(s), [](const Tensor& x) { return x.transpose(0, 1) * 1.0; },
                                    [s](const RefTensor& x) {
@@ -63,7 +63,7 @@ void register_view_ops(std::vector<OpInfo>& r) {
                                      });
                                    });
                }});
-  r.push_back({"slice", "view", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"slice", "view", 1, true, op_devices(), [](CaseGen& g) {
                  const int64_t n = g.n + 2, lo = g.pick(0, 1), hi = n - g.pick(0, 1);
                  return unary_case("(3,n+2)[:, lo:hi]", g.normal({3, n}),
                                    [lo, hi](const Tensor& x) { return x.slice(1, lo, hi).contiguous(); },
@@ -73,7 +73,7 @@ void register_view_ops(std::vector<OpInfo>& r) {
                                      });
                                    });
                }});
-  r.push_back({"select", "view", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"select", "view", 1, true, op_devices(), [](CaseGen& g) {
                  const int64_t k = g.pick(0, 2);
                  return unary_case("(n,3)[:, k]", g.normal({g.n, 3}),
                                    [k](const Tensor& x) { return x.select(1, k).contiguous(); },
@@ -83,7 +83,7 @@ void register_view_ops(std::vector<OpInfo>& r) {
                                      });
                                    });
                }});
-  r.push_back({"expand", "view", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"expand", "view", 1, true, op_devices(), [](CaseGen& g) {
                  const int64_t n = g.n;
                  return unary_case("(n,1)->(2,n,4)", g.normal({n, 1}),
                                    [n](const Tensor& x) { return x.expand({2, n, 4}).contiguous(); },
@@ -93,12 +93,12 @@ void register_view_ops(std::vector<OpInfo>& r) {
                                      });
                                    });
                }});
-  r.push_back({"squeeze_unsqueeze", "view", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"squeeze_unsqueeze", "view", 1, true, op_devices(), [](CaseGen& g) {
                  return unary_case("(n,1,2) squeeze(1).unsqueeze(0)", g.normal({g.n, 1, 2}),
                                    [](const Tensor& x) { return x.squeeze(1).unsqueeze(0).contiguous(); },
                                    [](const RefTensor& x) { return RefTensor{{1, x.shape[0], 2}, x.data}; });
                }});
-  r.push_back({"to_bf16", "copy", 1, true, {DeviceType::CPU}, [](CaseGen& g) {
+  r.push_back({"to_bf16", "copy", 1, true, op_devices(), [](CaseGen& g) {
                  OpCase c = unary_case("f32 -> bf16 -> f32", g.normal({g.n, 3}),
                                        [](const Tensor& x) { return x.to(DType::BF16).to(DType::F32); },
                                        [](const RefTensor& x) {
