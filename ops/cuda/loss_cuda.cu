@@ -3,45 +3,12 @@
 // CPU sums in double too), and the backward written from the saved softmax.
 #include "ops/cuda/loss_cuda.h"
 
+#include "ops/cuda/row_util.cuh"
 #include "runtime/cuda/kernel_util.cuh"
 
 namespace moon::cuda {
 
 namespace {
-
-constexpr int64_t kWarpRowMax = 1024;  // widest row handled by one warp
-constexpr int kRowsPerBlock = 4;       // rows (warps) per block in warp-per-row mode
-
-// Row geometry: a warp per row (blockDim (32, kRowsPerBlock)) or a block per row; see ops/cuda/norm_cuda.cu.
-template <bool kWarpRow>
-struct Row {
-  __device__ static int64_t first() {
-    return kWarpRow ? int64_t{blockIdx.x} * blockDim.y + threadIdx.y : int64_t{blockIdx.x};
-  }
-  __device__ static int64_t step() { return kWarpRow ? int64_t{gridDim.x} * blockDim.y : int64_t{gridDim.x}; }
-  __device__ static int lane() { return static_cast<int>(threadIdx.x); }
-  __device__ static int width() { return static_cast<int>(blockDim.x); }
-  __device__ static float sum(float v, float* scratch) { return kWarpRow ? warp_sum(v) : block_sum(v, scratch); }
-  __device__ static float max(float v, float* scratch) { return kWarpRow ? warp_max(v) : block_max(v, scratch); }
-};
-
-template <int kW>
-__device__ __forceinline__ void load(const float* p, float (&v)[kW]) {
-  if constexpr (kW == 4) {
-    const float4 t = *reinterpret_cast<const float4*>(p);
-    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-  } else {
-    v[0] = *p;
-  }
-}
-template <int kW>
-__device__ __forceinline__ void store(float* p, const float (&v)[kW]) {
-  if constexpr (kW == 4) {
-    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-  } else {
-    *p = v[0];
-  }
-}
 
 // row_loss[i] = lse(x_i) - (1-s) x_i[t_i] - s * sum(x_i) / C (0 on ignored rows); probs[i] = softmax(x_i)
 // when probs != nullptr. Per element: 1-2 exp + ~5 FLOP; bytes: 4 (stats read) + 8 with probs (re-read, write).
