@@ -94,12 +94,22 @@ class CudaCachingAllocator final : public Allocator {
   static constexpr unsigned char kGuardByte = 0xA5;
 
   // Reads back the guard bytes after a block's requested end (waits for the stream) and reports a change.
-  void check_guard(void* ptr, size_t nbytes) {
-    cuda::DeviceGuard guard(device_);
+  // Called from Storage's destructor: it reports failures instead of throwing.
+  void check_guard(void* ptr, size_t nbytes) noexcept {
+    int previous = -1;
+    cudaGetDevice(&previous);
+    cudaSetDevice(device_.index);
     unsigned char bytes[kGuardBytes];
-    MOON_CUDA_CHECK(cudaMemcpyAsync(bytes, static_cast<char*>(ptr) + nbytes, kGuardBytes, cudaMemcpyDeviceToHost,
-                                    cuda::stream(device_)));
-    MOON_CUDA_CHECK(cudaStreamSynchronize(cuda::stream(device_)));
+    cudaError_t err = cudaMemcpyAsync(bytes, static_cast<char*>(ptr) + nbytes, kGuardBytes, cudaMemcpyDeviceToHost,
+                                      cuda::stream(device_));
+    if (err == cudaSuccess) err = cudaStreamSynchronize(cuda::stream(device_));
+    if (previous >= 0) cudaSetDevice(previous);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      report_guard_violation(std::string("could not read the guard bytes of a ") + std::to_string(nbytes) +
+                             "-byte buffer on " + device_.str() + ": " + cudaGetErrorString(err));
+      return;
+    }
     for (size_t i = 0; i < kGuardBytes; ++i)
       if (bytes[i] != kGuardByte) {
         report_guard_violation("a kernel wrote past the end of a " + std::to_string(nbytes) + "-byte buffer on " +
