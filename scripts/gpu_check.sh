@@ -12,6 +12,14 @@ mkdir -p "$OUT" /tmp/moon-gpu
 tar -C /tmp/moon-gpu -xJf "$ROOT/build-gpu-bundle/moon-gpu.tar.xz"
 export LD_LIBRARY_PATH=/tmp/moon-gpu/lib:${LD_LIBRARY_PATH:-}
 B=/tmp/moon-gpu
+# cuBLAS 13 and the CUDA runtime: the toolkit's, else the ones PyTorch's wheels bring
+if ldd "$B/moon_tests" | grep -q "not found"; then
+  for lib in libcublasLt.so.13 libcudart.so.13; do
+    dir=$(find /usr/local/cuda*/ /opt /usr/lib -name "$lib" -printf '%h\n' 2>/dev/null | head -1)
+    [[ -n $dir ]] && export LD_LIBRARY_PATH=$dir:$LD_LIBRARY_PATH
+  done
+fi
+if ldd "$B/moon_tests" | grep "not found"; then echo "gpu_check.sh: shared libraries missing (above)" >&2; exit 2; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9_.-')
 rc=0
