@@ -2,10 +2,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <unordered_map>
-#include <vector>
+#include <string>
 
 #include "runtime/allocator.h"
+#include "runtime/caching_allocator.h"
 #include "runtime/error.h"
 
 namespace moon {
@@ -17,7 +17,7 @@ bool g_guards = false;
 std::mutex g_guard_mu;
 std::string g_guard_report;
 
-class CpuCachingAllocator final : public Allocator {
+class CpuCachingAllocator final : public CachingAllocator {
  public:
   ~CpuCachingAllocator() override { empty_cache(); }
 
@@ -27,13 +27,9 @@ class CpuCachingAllocator final : public Allocator {
     void* ptr = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      auto it = free_.find(size);
-      if (it != free_.end() && !it->second.empty()) {
-        ptr = it->second.back();
-        it->second.pop_back();
-        stats_.cached_bytes -= size;
-      }
-      if (!ptr) {
+      ptr = take_cached_locked(size);
+      const bool from_system = !ptr;
+      if (from_system) {
         ptr = std::aligned_alloc(64, size);
         if (!ptr) {
           release_cached_locked();  // retry once with the cache given back
@@ -41,11 +37,8 @@ class CpuCachingAllocator final : public Allocator {
         }
         MOON_CHECK(ptr, "allocator: out of CPU memory allocating ", nbytes, " bytes (", stats_.current_bytes,
                    " bytes in use); reduce the batch size or sequence length");
-        ++stats_.system_allocs;
       }
-      ++stats_.allocs;
-      stats_.current_bytes += size;
-      if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
+      count_handout_locked(size, from_system);
     }
     if (g_poison) std::memset(ptr, 0xff, size);
     return ptr;
@@ -53,43 +46,12 @@ class CpuCachingAllocator final : public Allocator {
 
   void deallocate(void* ptr, size_t nbytes) override {
     if (!ptr) return;
-    const size_t size = allocator_size_class(nbytes);
     std::lock_guard<std::mutex> lock(mu_);
-    free_[size].push_back(ptr);
-    stats_.current_bytes -= size;
-    stats_.cached_bytes += size;
-  }
-
-  AllocatorStats stats() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
-  }
-
-  void reset_peak() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.peak_bytes = stats_.current_bytes;
-  }
-
-  void empty_cache() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    release_cached_locked();
+    put_cached_locked(ptr, allocator_size_class(nbytes));
   }
 
  private:
-  void release_cached_locked() {
-    for (auto& [size, blocks] : free_) {
-      for (void* p : blocks) {
-        std::free(p);
-        ++stats_.system_frees;
-      }
-      stats_.cached_bytes -= size * blocks.size();
-      blocks.clear();
-    }
-  }
-
-  mutable std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_;  // size class -> cached blocks
-  AllocatorStats stats_;
+  void system_free(void* ptr) override { std::free(ptr); }
 };
 
 Allocator* g_allocators[kNumDeviceTypes] = {nullptr, nullptr};

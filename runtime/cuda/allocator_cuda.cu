@@ -6,11 +6,10 @@
 // (stats().system_allocs stops growing; tests/test_cuda.cpp checks it).
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <unordered_set>
-#include <vector>
 
 #include "runtime/allocator.h"
+#include "runtime/caching_allocator.h"
 #include "runtime/cuda/context.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/error.h"
@@ -19,7 +18,7 @@ namespace moon {
 
 namespace {
 
-class CudaCachingAllocator final : public Allocator {
+class CudaCachingAllocator final : public CachingAllocator {
  public:
   void set_device(int index) { device_ = cuda_device(index); }
 
@@ -28,13 +27,9 @@ class CudaCachingAllocator final : public Allocator {
     const bool guarded = device_guards();
     const size_t size = allocator_size_class(guarded ? nbytes + kGuardBytes : nbytes);
     std::lock_guard<std::mutex> lock(mu_);
-    void* ptr = nullptr;
-    auto it = free_.find(size);
-    if (it != free_.end() && !it->second.empty()) {
-      ptr = it->second.back();
-      it->second.pop_back();
-      stats_.cached_bytes -= size;
-    } else {
+    void* ptr = take_cached_locked(size);
+    const bool from_system = !ptr;
+    if (from_system) {
       cuda::DeviceGuard guard(device_);
       cudaError_t err = cudaMalloc(&ptr, size);
       if (err == cudaErrorMemoryAllocation) {
@@ -47,11 +42,8 @@ class CudaCachingAllocator final : public Allocator {
         fail("allocator: out of GPU memory on ", device_.str(), " allocating ", nbytes, " bytes (", stats_.current_bytes,
              " bytes in use, ", cudaGetErrorString(err), "); reduce the batch size or sequence length");
       }
-      ++stats_.system_allocs;
     }
-    ++stats_.allocs;
-    stats_.current_bytes += size;
-    if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
+    count_handout_locked(size, from_system);
     if (poison_allocations() || guarded) {
       cuda::DeviceGuard guard(device_);
       const cudaStream_t s = cuda::stream(device_);
@@ -69,25 +61,7 @@ class CudaCachingAllocator final : public Allocator {
     std::lock_guard<std::mutex> lock(mu_);
     const bool guarded = guarded_.erase(ptr) > 0;
     if (guarded) check_guard(ptr, nbytes);
-    const size_t size = allocator_size_class(guarded ? nbytes + kGuardBytes : nbytes);
-    free_[size].push_back(ptr);
-    stats_.current_bytes -= size;
-    stats_.cached_bytes += size;
-  }
-
-  AllocatorStats stats() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
-  }
-
-  void reset_peak() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.peak_bytes = stats_.current_bytes;
-  }
-
-  void empty_cache() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    release_cached_locked();
+    put_cached_locked(ptr, allocator_size_class(guarded ? nbytes + kGuardBytes : nbytes));
   }
 
  private:
@@ -118,26 +92,18 @@ class CudaCachingAllocator final : public Allocator {
       }
   }
 
-  // Frees every cached block; waits for the stream first, since queued kernels may still use them.
-  void release_cached_locked() {
-    if (stats_.cached_bytes == 0) return;
+  // Cached blocks may still be used by queued kernels: wait for the stream before they are freed.
+  void prepare_release_locked() override {
     cuda::DeviceGuard guard(device_);
     MOON_CUDA_CHECK(cudaStreamSynchronize(cuda::stream(device_)));
-    for (auto& [size, blocks] : free_) {
-      for (void* p : blocks) {
-        MOON_CUDA_CHECK(cudaFree(p));
-        ++stats_.system_frees;
-      }
-      stats_.cached_bytes -= size * blocks.size();
-      blocks.clear();
-    }
+  }
+  void system_free(void* ptr) override {
+    cuda::DeviceGuard guard(device_);
+    MOON_CUDA_CHECK(cudaFree(ptr));
   }
 
   Device device_;
-  mutable std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_;  // size class -> cached blocks
-  std::unordered_set<void*> guarded_;                     // live blocks that carry guard bytes
-  AllocatorStats stats_;
+  std::unordered_set<void*> guarded_;  // live blocks that carry guard bytes
 };
 
 }  // namespace
