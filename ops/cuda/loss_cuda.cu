@@ -26,26 +26,8 @@ __global__ void cross_entropy_kernel(const float* __restrict__ x, int64_t N, int
       continue;
     }
     const float* xr = x + r * row_stride;
-    // Statistics: running max m, sum of exp(x - m) (rescaled when m grows) and the plain sum of x.
-    float m = -INFINITY, s = 0.0f, sx = 0.0f;
-    for (int64_t gi = R::lane(); gi < groups; gi += R::width()) {
-      float v[kW];
-      load<kW>(xr + gi * kW, v);
-      float vm = v[0];
-      for (int k = 0; k < kW; ++k) {
-        vm = fmaxf(vm, v[k]);
-        sx += v[k];
-      }
-      const float nm = fmaxf(m, vm);
-      if (nm == -INFINITY) continue;  // only -inf so far: exp() of them is 0
-      s = s * expf(m - nm);
-      for (int k = 0; k < kW; ++k) s += expf(v[k] - nm);
-      m = nm;
-    }
-    const float M = R::max(m, scratch);
-    s = m == -INFINITY ? 0.0f : s * expf(m - M);
-    const float S = R::sum(s, scratch);
-    const float SX = R::sum(sx, scratch);
+    const RowSoftmaxStats st = row_softmax_stats<kWarpRow, kW, true>(xr, groups, scratch);
+    const float M = st.max, S = st.sum_exp, SX = st.sum;
     if (R::lane() == 0) {
       const float lse = M + logf(S);
       // As the CPU: lse - (1-s) x[t] - s (sum / C), each product rounded on its own.
@@ -110,6 +92,14 @@ __global__ void cross_entropy_backward_kernel(const float* __restrict__ probs, c
   }
 }
 
+template <bool kWarpRow, int kW>
+struct CrossEntropyLaunch {  // launch adapter for launch_rows
+  template <class... A>
+  static void launch(dim3 g, dim3 b, cudaStream_t s, A... a) {
+    cross_entropy_kernel<kWarpRow, kW><<<g, b, 0, s>>>(a...);
+  }
+};
+
 }  // namespace
 
 void cross_entropy(const Tensor& logits, const Tensor& targets, const CeParams& p, const Tensor& loss,
@@ -126,26 +116,8 @@ void cross_entropy(const Tensor& logits, const Tensor& targets, const CeParams& 
     const int64_t* tp = cptr<int64_t>(targets);
     const int64_t ts = targets.stride(0);
     float* lp = ptr<float>(row_loss);
-    if (C <= kWarpRowMax) {
-      const dim3 block(32, kRowsPerBlock);
-      const unsigned grid = blocks_for(N, kRowsPerBlock, int64_t{1} << 20);
-      if (vec)
-        cross_entropy_kernel<true, 4><<<grid, block, 0, s>>>(xp, N, C, rs, tp, ts, p.ignore_index, p.smoothing, pp, lp);
-      else
-        cross_entropy_kernel<true, 1><<<grid, block, 0, s>>>(xp, N, C, rs, tp, ts, p.ignore_index, p.smoothing, pp, lp);
-    } else {
-      const int64_t groups = vec ? C / 4 : C;
-      int threads = 128;
-      while (threads < 1024 && threads * 4 < groups) threads *= 2;
-      const unsigned grid = blocks_for(N, 1, int64_t{1} << 20);
-      if (vec)
-        cross_entropy_kernel<false, 4><<<grid, threads, 0, s>>>(xp, N, C, rs, tp, ts, p.ignore_index, p.smoothing, pp,
-                                                                lp);
-      else
-        cross_entropy_kernel<false, 1><<<grid, threads, 0, s>>>(xp, N, C, rs, tp, ts, p.ignore_index, p.smoothing, pp,
-                                                                lp);
-    }
-    MOON_CUDA_LAUNCH_CHECK("cross_entropy_kernel");
+    launch_rows<CrossEntropyLaunch>("cross_entropy_kernel", s, N, C, vec, xp, N, C, rs, tp, ts, p.ignore_index,
+                                    p.smoothing, pp, lp);
   }
   loss_sum_kernel<<<1, kSumThreads, 0, s>>>(N > 0 ? cptr<float>(row_loss) : nullptr, N, count, ptr<float>(loss));
   MOON_CUDA_LAUNCH_CHECK("loss_sum_kernel");

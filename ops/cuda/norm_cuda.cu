@@ -35,22 +35,8 @@ __global__ void softmax_kernel(const float* __restrict__ x, float* __restrict__ 
   for (int64_t r = R::first(); r < rows; r += R::step()) {
     const float* xr = x + r * C;
     float* yr = y + r * C;
-    // Statistics: per-thread running max m and sum s of exp(x - m), rescaled when m grows.
-    float m = -INFINITY, s = 0.0f;
-    for (int64_t gi = R::lane(); gi < groups; gi += R::width()) {
-      float v[kW];
-      load<kW>(xr + gi * kW, v);
-      float vm = v[0];
-      for (int k = 1; k < kW; ++k) vm = fmaxf(vm, v[k]);
-      const float nm = fmaxf(m, vm);
-      if (nm == -INFINITY) continue;  // everything so far is -inf: contributes nothing (the CPU agrees)
-      s = s * expf(m - nm);
-      for (int k = 0; k < kW; ++k) s += expf(v[k] - nm);
-      m = nm;
-    }
-    const float M = R::max(m, scratch);
-    s = m == -INFINITY ? 0.0f : s * expf(m - M);
-    const float S = R::sum(s, scratch);
+    const RowSoftmaxStats st = row_softmax_stats<kWarpRow, kW, false>(xr, groups, scratch);
+    const float M = st.max, S = st.sum_exp;
     // Output.
     if (log) {
       const float ls = logf(S);
@@ -383,26 +369,6 @@ bool vec_ok(int64_t C, std::initializer_list<const void*> ptrs) {
   for (const void* p : ptrs)
     if (p && !aligned(p, 16)) return false;
   return true;
-}
-
-// Launches kernel<kWarpRow, kW> over `rows` rows of C with the geometry for C: warp per row when narrow,
-// else a block of up to 1024 threads (about 4 groups of kW elements per thread).
-template <template <bool, int> class K, class... Args>
-void launch_rows(const char* name, cudaStream_t s, int64_t rows, int64_t C, bool vec, Args... args) {
-  const int64_t groups = vec ? C / 4 : C;
-  if (C <= kWarpRowMax) {
-    const dim3 block(32, kRowsPerBlock);
-    const unsigned grid = blocks_for(rows, kRowsPerBlock, int64_t{1} << 20);
-    if (vec) K<true, 4>::launch(grid, block, s, args...);
-    else K<true, 1>::launch(grid, block, s, args...);
-  } else {
-    int threads = 128;
-    while (threads < 1024 && threads * 4 < groups) threads *= 2;
-    const unsigned grid = blocks_for(rows, 1, int64_t{1} << 20);
-    if (vec) K<false, 4>::launch(grid, dim3(threads), s, args...);
-    else K<false, 1>::launch(grid, dim3(threads), s, args...);
-  }
-  MOON_CUDA_LAUNCH_CHECK(name);
 }
 
 // Launch adapters (a class template per kernel so launch_rows can pick the instantiation).

@@ -1,5 +1,6 @@
 // Row-wise kernel plumbing shared by ops/cuda/norm_cuda.cu and ops/cuda/loss_cuda.cu: warp-per-row or
-// block-per-row geometry with the matching reductions, and kW-wide (float4 or scalar) loads and stores.
+// block-per-row geometry with the matching reductions, kW-wide (float4 or scalar) loads and stores, the
+// online max / sum-of-exp statistics of a row, and the launch that picks the geometry from the row length.
 // CUDA-only header.
 #pragma once
 
@@ -42,6 +43,58 @@ __device__ __forceinline__ void store(float* p, const float (&v)[kW]) {
   } else {
     *p = v[0];
   }
+}
+
+
+// A row's max M, sum S of exp(x - M) and, with kSumX, its plain sum, in one online pass over its kW-groups:
+// each thread keeps a running max and rescales its sum when the max grows, then the row's threads combine
+// (max, then sum of exp, then plain sum). Rows of -inf only give M = -inf, S = 0.
+struct RowSoftmaxStats {
+  float max, sum_exp, sum;
+};
+template <bool kWarpRow, int kW, bool kSumX>
+__device__ __forceinline__ RowSoftmaxStats row_softmax_stats(const float* xr, int64_t groups, float* scratch) {
+  using R = Row<kWarpRow>;
+  float m = -INFINITY, s = 0.0f, sx = 0.0f;
+  for (int64_t gi = R::lane(); gi < groups; gi += R::width()) {
+    float v[kW];
+    load<kW>(xr + gi * kW, v);
+    float vm = v[0];
+    for (int k = 0; k < kW; ++k) {
+      vm = fmaxf(vm, v[k]);
+      if constexpr (kSumX) sx += v[k];
+    }
+    const float nm = fmaxf(m, vm);
+    if (nm == -INFINITY) continue;  // only -inf so far: exp() of them is 0 (the CPU agrees)
+    s = s * expf(m - nm);
+    for (int k = 0; k < kW; ++k) s += expf(v[k] - nm);
+    m = nm;
+  }
+  RowSoftmaxStats st{R::max(m, scratch), 0.0f, 0.0f};
+  s = m == -INFINITY ? 0.0f : s * expf(m - st.max);
+  st.sum_exp = R::sum(s, scratch);
+  if constexpr (kSumX) st.sum = R::sum(sx, scratch);
+  return st;
+}
+
+// Launches kernel<kWarpRow, kW> over `rows` rows of C with the geometry for C: warp per row when narrow,
+// else a block of up to 1024 threads (about 4 groups of kW elements per thread).
+template <template <bool, int> class K, class... Args>
+void launch_rows(const char* name, cudaStream_t s, int64_t rows, int64_t C, bool vec, Args... args) {
+  const int64_t groups = vec ? C / 4 : C;
+  if (C <= kWarpRowMax) {
+    const dim3 block(32, kRowsPerBlock);
+    const unsigned grid = blocks_for(rows, kRowsPerBlock, int64_t{1} << 20);
+    if (vec) K<true, 4>::launch(grid, block, s, args...);
+    else K<true, 1>::launch(grid, block, s, args...);
+  } else {
+    int threads = 128;
+    while (threads < 1024 && threads * 4 < groups) threads *= 2;
+    const unsigned grid = blocks_for(rows, 1, int64_t{1} << 20);
+    if (vec) K<false, 4>::launch(grid, dim3(threads), s, args...);
+    else K<false, 1>::launch(grid, dim3(threads), s, args...);
+  }
+  MOON_CUDA_LAUNCH_CHECK(name);
 }
 
 }  // namespace moon::cuda
