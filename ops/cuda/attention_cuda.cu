@@ -100,6 +100,25 @@ __device__ __forceinline__ void tile_abt(const float* __restrict__ A, const floa
   }
 }
 
+// acc[i][d] += sum_{c < BC} A[(ty + 16 i) * LDA + c] * B[c * LDB + tx + 16 d]: a (16 TM x 16 TD) block of
+// A B for an A tile of BC columns, 2 TM TD BC flops per thread.
+template <int TM, int TD, int BC, int LDA, int LDB>
+__device__ __forceinline__ void tile_ab(const float* __restrict__ A, const float* __restrict__ Bm, int ty, int tx,
+                                        float (&acc)[TM][TD]) {
+#pragma unroll 4
+  for (int c = 0; c < BC; ++c) {
+    float a[TM], b[TD];
+#pragma unroll
+    for (int i = 0; i < TM; ++i) a[i] = A[(ty + 16 * i) * LDA + c];
+#pragma unroll
+    for (int d = 0; d < TD; ++d) b[d] = Bm[c * LDB + tx + 16 * d];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int d = 0; d < TD; ++d) acc[i][d] = fmaf(a[i], b[d], acc[i][d]);
+  }
+}
+
 // Two products sharing the thread mapping: S = A1 B1^T and T = A2 B2^T (16 TM x 16 TN blocks).
 // 4 TM TN DMAX flops per thread.
 template <int TM, int TN, int DMAX, int LD>
@@ -238,18 +257,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const AttnParam
     load_tile<BC, DMAX, LD>(sKV, v + j0 * t.v_stride[2], t.v_stride[2], t.v_stride[3], nk, D);
     __syncthreads();
 
-#pragma unroll 4
-    for (int c = 0; c < BC; ++c) {  // O += P V
-      float pr[TM], vr[TD];
-#pragma unroll
-      for (int i = 0; i < TM; ++i) pr[i] = sP[(ty + 16 * i) * LDP + c];
-#pragma unroll
-      for (int d = 0; d < TD; ++d) vr[d] = sKV[c * LD + tx + 16 * d];
-#pragma unroll
-      for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int d = 0; d < TD; ++d) o[i][d] = fmaf(pr[i], vr[d], o[i][d]);
-    }
+    tile_ab<TM, TD, BC, LDP, LD>(sP, sKV, ty, tx, o);  // O += P V
   }
 
   float* lse = t.lse ? t.lse + bh * p.Tq + i0 : nullptr;
@@ -476,18 +484,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const AttnParams
     }
     __syncthreads();
 
-#pragma unroll 4
-    for (int c = 0; c < BC; ++c) {  // dQ += dS K
-      float dsr[TM], kr[TD];
-#pragma unroll
-      for (int i = 0; i < TM; ++i) dsr[i] = sdS[(ty + 16 * i) * LDP + c];
-#pragma unroll
-      for (int d = 0; d < TD; ++d) kr[d] = sK[c * LD + tx + 16 * d];
-#pragma unroll
-      for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int d = 0; d < TD; ++d) dq[i][d] = fmaf(dsr[i], kr[d], dq[i][d]);
-    }
+    tile_ab<TM, TD, BC, LDP, LD>(sdS, sK, ty, tx, dq);  // dQ += dS K
   }
 
   float* dqp = g.dq + b * g.dq_stride[0] + h * g.dq_stride[1] + i0 * g.dq_stride[2];
