@@ -13,30 +13,24 @@ import torch
 import torch.nn.functional as F
 
 
+def seconds_for(fn, calls):
+    """Seconds that `calls` back-to-back calls of fn take on the GPU (CUDA events)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
 def timed(fn, repeats, min_time):
     fn()
     torch.cuda.synchronize()
     calls = 1
-    while True:  # find a batch size lasting min_time
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        if start.elapsed_time(end) / 1e3 >= min_time or calls >= 1 << 16:
-            break
+    while seconds_for(fn, calls) < min_time and calls < 1 << 16:  # a batch size lasting min_time
         calls *= 2
-    samples = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        samples.append(start.elapsed_time(end) / 1e3 / calls)
-    return statistics.median(samples)
+    return statistics.median(seconds_for(fn, calls) / calls for _ in range(repeats))
 
 
 def dims(*d):
