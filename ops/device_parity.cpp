@@ -24,42 +24,6 @@ struct CheckedMemory {
   }
 };
 
-// Normalised mean squared error of `ours` against `ref` (same shape); integer tensors: 0 or infinity.
-double nmse(const Tensor& ours, const Tensor& ref, std::string& where) {
-  if (ours.shape() != ref.shape() || ours.dtype() != ref.dtype()) {
-    where = "shape/dtype " + ours.desc() + " but the CPU gives " + ref.desc();
-    return INFINITY;
-  }
-  const std::vector<double> a = ours.to_vector<double>(), b = ref.to_vector<double>();
-  if (!is_floating(ref.dtype())) {
-    for (size_t i = 0; i < a.size(); ++i)
-      if (a[i] != b[i]) {
-        std::ostringstream os;
-        os << "[" << i << "] = " << a[i] << ", CPU " << b[i];
-        where = os.str();
-        return INFINITY;
-      }
-    return 0;
-  }
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::isnan(b[i]) != std::isnan(a[i]) || (std::isinf(b[i]) && a[i] != b[i])) {
-      std::ostringstream os;
-      os << "[" << i << "] = " << a[i] << ", CPU " << b[i];
-      where = os.str();
-      return INFINITY;
-    }
-    if (!std::isfinite(b[i])) continue;
-    num += (a[i] - b[i]) * (a[i] - b[i]);
-    den += b[i] * b[i];
-  }
-  if (!std::isfinite(num)) {
-    where = "non-finite difference";
-    return INFINITY;
-  }
-  return num / std::max(den, 1e-30);
-}
-
 // The case's inputs in the run's dtype: floating inputs converted to bf16 for a bf16 run.
 std::vector<Tensor> inputs_in(const OpCase& c, DType dtype) {
   std::vector<Tensor> out;
@@ -108,6 +72,51 @@ Run run_case(const OpCase& c, const std::vector<Tensor>& cpu_inputs, Device devi
 
 }  // namespace
 
+double normalised_mse(const Tensor& ours, const Tensor& ref, std::string* where_out) {
+  std::string unused;
+  std::string& where = where_out ? *where_out : unused;
+  if (ours.shape() != ref.shape() || ours.dtype() != ref.dtype()) {
+    where = "shape/dtype " + ours.desc() + " but the CPU gives " + ref.desc();
+    return INFINITY;
+  }
+  const std::vector<double> a = ours.to_vector<double>(), b = ref.to_vector<double>();
+  if (!is_floating(ref.dtype())) {
+    for (size_t i = 0; i < a.size(); ++i)
+      if (a[i] != b[i]) {
+        std::ostringstream os;
+        os << "[" << i << "] = " << a[i] << ", CPU " << b[i];
+        where = os.str();
+        return INFINITY;
+      }
+    return 0;
+  }
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(b[i]) != std::isnan(a[i]) || (std::isinf(b[i]) && a[i] != b[i])) {
+      std::ostringstream os;
+      os << "[" << i << "] = " << a[i] << ", CPU " << b[i];
+      where = os.str();
+      return INFINITY;
+    }
+    if (!std::isfinite(b[i])) continue;
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += b[i] * b[i];
+  }
+  if (!std::isfinite(num)) {
+    where = "non-finite difference";
+    return INFINITY;
+  }
+  return num / std::max(den, 1e-30);
+}
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  if (a.defined() != b.defined()) return false;
+  if (!a.defined()) return true;
+  const Tensor x = a.to(kCPU).contiguous(), y = b.to(kCPU).contiguous();
+  if (x.shape() != y.shape() || x.dtype() != y.dtype()) return false;
+  return std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
+}
+
 ParityResult check_op_parity(const OpInfo& op, int64_t n, uint64_t seed, Device device, const ParityOptions& opt) {
   ParityResult res;
   res.op = op.name;
@@ -144,7 +153,7 @@ ParityResult check_op_parity(const OpInfo& op, int64_t n, uint64_t seed, Device 
     }
     for (size_t k = 0; k < ref.outs.size(); ++k) {
       std::string where;
-      const double e = nmse(ours.outs[k], ref.outs[k], where);
+      const double e = normalised_mse(ours.outs[k], ref.outs[k], &where);
       res.fwd_nmse = std::max(res.fwd_nmse, e);
       if (!(e <= tol) && res.message.empty())
         res.message = "output" + std::to_string(k) + " nmse " + std::to_string(e) + (where.empty() ? "" : " " + where);
@@ -156,7 +165,7 @@ ParityResult check_op_parity(const OpInfo& op, int64_t n, uint64_t seed, Device 
       std::string where;
       const Tensor az = a.defined() ? a : zeros(b.shape(), b.dtype());
       const Tensor bz = b.defined() ? b : zeros(a.shape(), a.dtype());
-      const double e = nmse(az, bz, where);
+      const double e = normalised_mse(az, bz, &where);
       res.grad_nmse = std::max(res.grad_nmse, e);
       if (!(e <= tol) && res.message.empty())
         res.message = "gradient of input" + std::to_string(c.grad_inputs[k]) + " nmse " + std::to_string(e) +
@@ -177,20 +186,13 @@ bool op_backward_is_deterministic(const OpInfo& op, int64_t n, uint64_t seed, De
   std::string g1, g2;
   const Run a = run_case(c, c.inputs, device, op.has_backward, seed, g1);
   const Run b = run_case(c, c.inputs, device, op.has_backward, seed, g2);
-  auto same = [](const Tensor& x, const Tensor& y) {
-    if (x.defined() != y.defined()) return false;
-    if (!x.defined()) return true;
-    const Tensor xb = x.contiguous(), yb = y.contiguous();
-    const size_t bytes = static_cast<size_t>(xb.numel()) * dtype_size(xb.dtype());
-    return xb.shape() == yb.shape() && std::memcmp(xb.raw_data(), yb.raw_data(), bytes) == 0;
-  };
   for (size_t k = 0; k < a.outs.size(); ++k)
-    if (!same(a.outs[k], b.outs[k])) {
+    if (!bitwise_equal(a.outs[k], b.outs[k])) {
       if (why) *why = "output" + std::to_string(k) + " differs between two runs";
       return false;
     }
   for (size_t k = 0; k < a.grads.size(); ++k)
-    if (!same(a.grads[k], b.grads[k])) {
+    if (!bitwise_equal(a.grads[k], b.grads[k])) {
       if (why) *why = "gradient of input" + std::to_string(c.grad_inputs[k]) + " differs between two runs";
       return false;
     }

@@ -32,6 +32,13 @@ struct ParityOptions {
 
 ParityResult check_op_parity(const OpInfo& op, int64_t n, uint64_t seed, Device device, const ParityOptions& options = {});
 
+// sum (ours - ref)^2 / max(sum ref^2, tiny) over two same-shape tensors on any devices; integer tensors give 0
+// when equal, else infinity, as do NaN or infinity mismatches. `where`, if given, describes the mismatch.
+double normalised_mse(const Tensor& ours, const Tensor& ref, std::string* where = nullptr);
+
+// Same shape, dtype and bytes (tensors on any devices; two undefined tensors are equal).
+bool bitwise_equal(const Tensor& a, const Tensor& b);
+
 // The same case's gradients computed twice on `device`: true if they are bitwise identical (determinism).
 bool op_backward_is_deterministic(const OpInfo& op, int64_t n, uint64_t seed, Device device, std::string* why);
 
