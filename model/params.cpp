@@ -66,7 +66,9 @@ void ParamStore::zero_grad() {
 }
 
 Tensor dense(const Tensor& x, const Tensor& w, const Tensor& b, const Compute& compute) {
-  if (compute.dtype == DType::BF16) return linear(x.to(DType::BF16), w.to(DType::BF16), b);
+  // bf16 compute: bf16 GEMM operands, f32 accumulation, the result rounded to bf16 (as under PyTorch's
+  // autocast) and widened back, so the rest of the model keeps f32 activations.
+  if (compute.dtype == DType::BF16) return linear(x.to(DType::BF16), w.to(DType::BF16), b).to(DType::F32);
   return linear(x, w, b);
 }
 

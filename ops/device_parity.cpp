@@ -1,5 +1,6 @@
 #include "ops/device_parity.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -172,6 +173,60 @@ ParityResult check_op_parity(const OpInfo& op, int64_t n, uint64_t seed, Device 
                       (where.empty() ? "" : " " + where);
     }
     if (!(res.fwd_nmse <= tol) || !(res.grad_nmse <= tol)) res.ok = false;
+  } catch (const std::exception& e) {
+    res.ok = false;
+    res.message = std::string("threw: ") + e.what();
+  }
+  return res;
+}
+
+ParityResult check_bf16_consistency(const OpInfo& op, int64_t n, uint64_t seed, double tol) {
+  ParityResult res;
+  res.op = op.name;
+  res.n = n;
+  res.dtype = DType::BF16;
+  Generator gen(seed);
+  CaseGen cg{gen, n};
+  try {
+    const OpCase c = op.make_case(cg);
+    res.desc = c.desc;
+    const std::vector<Tensor> bf16_inputs = inputs_in(c, DType::BF16);
+    std::vector<Tensor> rounded;  // the same values, held in f32
+    for (const Tensor& t : bf16_inputs) rounded.push_back(t.dtype() == DType::BF16 ? t.to(DType::F32) : t);
+    const bool grads = op.has_backward;
+    std::string unused;
+    const Run ref = run_case(c, rounded, kCPU, grads, seed, unused);
+    const Run ours = run_case(c, bf16_inputs, kCPU, grads, seed, unused);
+    auto widened = [](const Tensor& t) { return t.defined() && t.dtype() == DType::BF16 ? t.to(DType::F32) : t; };
+    auto compare = [&](const Tensor& a, const Tensor& b, const Tensor& input, const std::string& what, double& worst) {
+      if (a.defined() && input.defined() && is_floating(input.dtype()) && a.dtype() != input.dtype() &&
+          res.message.empty())
+        res.message = what + " is " + a.desc() + " but its input is " + input.desc();
+      std::string where;
+      const double e = normalised_mse(widened(a), b, &where);
+      worst = std::max(worst, e);
+      if (!(e <= tol) && res.message.empty())
+        res.message = what + " nmse " + std::to_string(e) + (where.empty() ? "" : " " + where);
+    };
+    if (ours.outs.size() != ref.outs.size()) throw Error("the bf16 run returned a different number of outputs");
+    for (size_t k = 0; k < ref.outs.size(); ++k) {
+      const bool floating_out = is_floating(ref.outs[k].dtype());
+      const bool bf16_in = std::any_of(bf16_inputs.begin(), bf16_inputs.end(),
+                                       [](const Tensor& t) { return t.dtype() == DType::BF16; });
+      if (floating_out && bf16_in && ours.outs[k].dtype() == DType::F32 && !op.f32_outputs && res.message.empty())
+        res.message = "output" + std::to_string(k) + " is f32 for bf16 inputs (expected bf16)";
+      compare(ours.outs[k], ref.outs[k], Tensor(), "output" + std::to_string(k), res.fwd_nmse);
+    }
+    for (size_t k = 0; k < ref.grads.size(); ++k) {
+      if (!ours.grads[k].defined() && !ref.grads[k].defined()) continue;
+      if (!ours.grads[k].defined() || !ref.grads[k].defined()) {
+        if (res.message.empty()) res.message = "gradient of input" + std::to_string(c.grad_inputs[k]) + " missing";
+        continue;
+      }
+      compare(ours.grads[k], ref.grads[k], bf16_inputs[c.grad_inputs[k]],
+              "gradient of input" + std::to_string(c.grad_inputs[k]), res.grad_nmse);
+    }
+    if (!res.message.empty()) res.ok = false;
   } catch (const std::exception& e) {
     res.ok = false;
     res.message = std::string("threw: ") + e.what();

@@ -39,6 +39,12 @@ double normalised_mse(const Tensor& ours, const Tensor& ref, std::string* where 
 // Same shape, dtype and bytes (tensors on any devices; two undefined tensors are equal).
 bool bitwise_equal(const Tensor& a, const Tensor& b);
 
+// bf16 on the CPU: the case run with bf16 inputs against the same values held in f32, forward and backward.
+// Floating outputs must be bf16 (unless the op declares f32 outputs, as losses do), input gradients must have
+// their input's dtype, and every value must agree by nmse <= tol (the bf16 rounding of results and of
+// intermediate gradients). A CPU op that refuses bf16 fails, naming the error.
+ParityResult check_bf16_consistency(const OpInfo& op, int64_t n, uint64_t seed, double tol = 1e-4);
+
 // The same case's gradients computed twice on `device`: true if they are bitwise identical (determinism).
 bool op_backward_is_deterministic(const OpInfo& op, int64_t n, uint64_t seed, Device device, std::string* why);
 

@@ -221,14 +221,15 @@ void check_operands(const char* op, const Tensor& a, const Tensor& b) {
              "; convert with .to(DType::F32) or .to(DType::BF16)");
 }
 
-// The core: a2 (..., M, K) @ b2 (..., K, N) with the batch dims broadcast, as a fresh (batch..., M, N).
+// The core: a2 (..., M, K) @ b2 (..., K, N) with the batch dims broadcast, as a fresh (batch..., M, N) in the
+// operands' dtype. The GEMM accumulates and writes f32; bf16 operands get the f32 result rounded once.
 Tensor matmul_forward(const Tensor& a2, const Tensor& b2, const Shape& batch, const float* bias) {
   Shape out_shape = batch;
   out_shape.push_back(a2.size(-2));
   out_shape.push_back(b2.size(-1));
-  Tensor out = empty(out_shape, DType::F32, a2.device());
+  Tensor out = empty(out_shape, DType::F32, a2.device());  // (batch..., M, N) f32
   matmul_nd(out, expand_batch(a2, batch), expand_batch(b2, batch), bias);
-  return out;
+  return a2.dtype() == DType::BF16 ? out.to(DType::BF16) : out;
 }
 
 // Gradients of a2 (..., M, K) and b2 (..., K, N) given g (batch..., M, N); each summed to its own shape.
@@ -289,8 +290,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
       const Tensor y2 = y.dim() == 1 ? make_view(y, {k, 1}, {y.stride(0), 1}, y.offset()) : y;
       const Tensor g = regrow(as_bf16_if(gs[0], bf16), full_shape, x.dim() == 1, y.dim() == 1);  // (batch.., M, N)
       std::vector<Tensor> res(2);
-      if (ga) res[0] = grad_lhs(g, y2, x2.shape(), batch).view(x.shape());
-      if (gb) res[1] = grad_rhs(g, x2, y2.shape(), batch).view(y.shape());
+      if (ga) res[0] = grad_lhs(g, y2, x2.shape(), batch).view(x.shape()).to(x.dtype());
+      if (gb) res[1] = grad_rhs(g, x2, y2.shape(), batch).view(y.shape()).to(y.dtype());
       return res;
     });
   }
@@ -349,7 +350,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias_in) {
                     xx.dim() == 1 ? make_view(xx, {1, in}, {in * xx.stride(0), xx.stride(0)}, xx.offset()) : xx;
                 const Tensor g = regrow(as_bf16_if(gs[0], bf16), full_shape, xx.dim() == 1, false);  // (.., R, out)
                 std::vector<Tensor> res(has_bias ? 3 : 2);
-                if (gx) res[0] = grad_lhs(g, swap_last(w), x2.shape(), batch).view(xx.shape());  // dy @ W
+                if (gx) res[0] = grad_lhs(g, swap_last(w), x2.shape(), batch).view(xx.shape()).to(xx.dtype());  // dy @ W
                 if (gw) {
                   // dW (out, in) = dy^T x summed over every leading dim: W^T's grad is x^T dy, so compute
                   // dW directly as (..., out, R) @ (..., R, in) into a buffer with stride 0 on the batch.
@@ -361,12 +362,12 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias_in) {
                   st.push_back(in);
                   st.push_back(1);
                   matmul_nd(make_view(dw, wb, st, 0), swap_last(g), expand_batch(x2, batch), nullptr);
-                  res[1] = dw;
+                  res[1] = dw.to(w.dtype());
                 }
                 if (gbias) {
                   const int64_t out_f = full_shape.back();
                   const int64_t rows = shape_numel(full_shape) / std::max<int64_t>(out_f, 1);
-                  const Tensor g32 = gs[0].contiguous();
+                  const Tensor g32 = gs[0].to(DType::F32).contiguous();  // (..., out) f32
                   Tensor db = empty({out_f}, DType::F32, g32.device());
                   g_column_sum.get(g32.device())(make_view(g32, {rows, out_f}, {out_f, 1}, g32.offset()), db);
                   res[2] = db;

@@ -72,9 +72,9 @@ OpCase matmul_case(CaseGen& g, const Shape& sa, const Shape& sb, bool ta, bool t
     a = a.to(DType::BF16);
     b = b.to(DType::BF16);
     c.desc += " bf16";
-    // Inputs are exactly bf16, so the double reference sees the same values; the f32 accumulation and
-    // (in backward) the bf16 rounding of the incoming gradient and of the leaf gradient need more slack.
-    c.fwd_tol = 1e-4;
+    // Inputs are exactly bf16, so the double reference sees the same values; the bf16 rounding of the
+    // result (relative 2^-9) and, in backward, of the incoming and the leaf gradients need more slack.
+    c.fwd_tol = 4e-3;
     c.grad_tol = 3e-2;
   }
   c.inputs = {a, b};
@@ -136,7 +136,7 @@ void register_matmul_ops(std::vector<OpInfo>& r) {
     c.run = [](const std::vector<Tensor>& in) { return std::vector<Tensor>{bmm(in[0], in[1])}; };
     return c;
   }));
-  // bf16 operands (f32 result), 2-D and batched with a transposed right operand.
+  // bf16 operands (f32 accumulation, bf16 result), 2-D and batched with a transposed right operand.
   r.push_back(op_entry("matmul_bf16", "matmul", 2, [](CaseGen& g) {
     const int64_t n = g.small(), K = g.pick(1, 9), N = g.pick(1, 6);
     if (g.pick(0, 1) == 0) return matmul_case(g, {n, K}, {K, N}, false, false, DType::BF16);

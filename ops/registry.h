@@ -54,6 +54,7 @@ struct OpInfo {
   bool has_backward = true;
   std::vector<DeviceType> devices = {DeviceType::CPU};
   std::function<OpCase(CaseGen&)> make_case;
+  bool f32_outputs = false;  // floating outputs stay f32 for bf16 inputs (losses); else they take the input dtype
 };
 
 // The devices every op runs on: the CPU, and CUDA in a build with the CUDA backend (the `cuda` test suite

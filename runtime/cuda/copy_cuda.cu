@@ -23,12 +23,6 @@ struct f16_bits { uint16_t v; };
 __device__ __forceinline__ float load_f(bf16_bits x) { return __uint_as_float(static_cast<uint32_t>(x.v) << 16); }
 __device__ __forceinline__ float load_f(f16_bits x) { return __half2float(__ushort_as_half(x.v)); }
 
-__device__ __forceinline__ uint16_t f32_to_bf16_bits(float f) {
-  const uint32_t u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
 template <class D, class S>
 __device__ __forceinline__ D convert(S x) {
   if constexpr (std::is_same_v<D, S>) {

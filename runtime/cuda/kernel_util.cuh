@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "runtime/cuda/context.h"
@@ -103,7 +104,70 @@ __device__ __forceinline__ float block_reduce(float v, float* scratch) {
 __device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce<false>(v, scratch); }
 __device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce<true>(v, scratch); }
 
+// ---- element storage: f32 or bf16 (bf16 activations). Kernels are templated on the storage type T
+// (float or __nv_bfloat16); they load to f32, compute in f32 and round once on store, the way the CPU runs a
+// bf16 tensor through its f32 kernel (ops/float_storage.h), so the two agree bit for bit on the arithmetic.
+
 __device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) {
+  return __uint_as_float(static_cast<uint32_t>(__bfloat16_as_ushort(x)) << 16);
+}
+
+// f32 -> bf16 bits rounded to nearest even, NaN kept a quiet NaN: runtime/dtype.h's f32_to_bf16, bit for bit.
+__device__ __forceinline__ uint16_t f32_to_bf16_bits(float f) {
+  const uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// The storage value of f: f itself, or f rounded to bf16.
+template <class T>
+__device__ __forceinline__ T from_float(float f) {
+  if constexpr (std::is_same_v<T, float>) return f;
+  else return __ushort_as_bfloat16(f32_to_bf16_bits(f));
+}
+
+// kW consecutive elements of storage type T as floats: one 4*sizeof(T)-byte vector access when kW == 4 (the
+// pointer must be aligned to kVecBytes<T>), else one scalar.
+template <class T>
+constexpr int kVecBytes = 4 * static_cast<int>(sizeof(T));  // float4: 16 bytes; 4 bf16: 8 bytes
+
+template <int kW, class T>
+__device__ __forceinline__ void load_floats(const T* p, float (&v)[kW]) {
+  if constexpr (kW == 4 && std::is_same_v<T, float>) {
+    const float4 t = *reinterpret_cast<const float4*>(p);
+    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+  } else if constexpr (kW == 4) {
+    const uint2 t = *reinterpret_cast<const uint2*>(p);  // 4 bf16: low half first (little endian)
+    v[0] = __uint_as_float(t.x << 16), v[1] = __uint_as_float(t.x & 0xffff0000u);
+    v[2] = __uint_as_float(t.y << 16), v[3] = __uint_as_float(t.y & 0xffff0000u);
+  } else {
+    static_assert(kW == 1, "load_floats: kW is 1 or 4");
+    v[0] = to_float(*p);
+  }
+}
+template <int kW, class T>
+__device__ __forceinline__ void store_floats(T* p, const float (&v)[kW]) {
+  if constexpr (kW == 4 && std::is_same_v<T, float>) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  } else if constexpr (kW == 4) {
+    uint2 t;
+    t.x = static_cast<uint32_t>(f32_to_bf16_bits(v[0])) | (static_cast<uint32_t>(f32_to_bf16_bits(v[1])) << 16);
+    t.y = static_cast<uint32_t>(f32_to_bf16_bits(v[2])) | (static_cast<uint32_t>(f32_to_bf16_bits(v[3])) << 16);
+    *reinterpret_cast<uint2*>(p) = t;
+  } else {
+    static_assert(kW == 1, "store_floats: kW is 1 or 4");
+    *p = from_float<T>(v[0]);
+  }
+}
+
+// Calls f(T{}) with T the device storage type of a floating tensor's dtype: float for f32, __nv_bfloat16 for
+// bf16; any other dtype is a moon::Error naming `op` and the tensor.
+template <class F>
+void visit_float(const char* op, const Tensor& t, F&& f) {
+  if (t.dtype() == DType::F32) return f(float{});
+  MOON_CHECK(t.dtype() == DType::BF16, op, ": the CUDA kernel takes f32 or bf16, got ", t.desc());
+  return f(__nv_bfloat16{});
+}
 
 }  // namespace moon::cuda

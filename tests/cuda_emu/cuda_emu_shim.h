@@ -76,6 +76,8 @@ inline uchar4 make_uchar4(unsigned char a, unsigned char b, unsigned char c, uns
 struct __nv_bfloat16 {
   uint16_t bits;
 };
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.bits; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { return __nv_bfloat16{u}; }
 inline float __bfloat162float(__nv_bfloat16 b) {
   const uint32_t u = uint32_t(b.bits) << 16;
   float f;
@@ -102,6 +104,11 @@ inline int __float_as_int(float f) {
   int i;
   std::memcpy(&i, &f, 4);
   return i;
+}
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
 }
 inline unsigned __float_as_uint(float f) {
   unsigned i;
