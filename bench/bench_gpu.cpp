@@ -3,10 +3,11 @@
 //   gpu_matmul_{f32,bf16}/MxKxN   moon::matmul on device tensors vs a direct cublasGemmEx on the same buffers
 //                                 (same compute type: f32 accumulate), 2*M*N*K flops
 //   gpu_memcpy/N                  cudaMemcpyAsync device to device: the bandwidth ceiling (read + write bytes)
-//   gpu_<op>_{fwd,bwd}/RxC        memory-bound ops vs a device-to-device copy of the same byte count:
-//                                 forward reads x and writes y (2*R*C*4 bytes), backward reads x|y and dy and
-//                                 writes dx (3*R*C*4 bytes); weights and statistics are left out
-//   gpu_attention_{fwd,bwd}[_causal]/BxHxTxD   moon's flash attention vs the two GEMMs it fuses
+//   gpu_<op>_{fwd,bwd}/RxC[_bf16] memory-bound ops vs a device-to-device copy of the same byte count:
+//                                 forward reads x and writes y (2*R*C*E bytes, E = 4 for f32, 2 for bf16),
+//                                 backward reads x|y and dy and writes dx (3*R*C*E bytes); weights and
+//                                 statistics are left out
+//   gpu_attention_{fwd,bwd}[_causal]/BxHxTxD[_bf16]   moon's flash attention vs the two GEMMs it fuses
 //                                 (S = Q K^T, O = S V through cublasGemmStridedBatchedEx, no softmax), 4*B*H*T^2*D
 //                                 flops forward (halved when causal; the GEMM ceiling always counts the full
 //                                 amount), 2.5x that backward
@@ -63,10 +64,11 @@ void cublas_gemm(const Tensor& a, const Tensor& b, const Tensor& c, int64_t M, i
                  bool b_transposed = false) {
   const float one = 1.0f, zero = 0.0f;
   const cudaDataType_t in = a.dtype() == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  const cudaDataType_t out = c.dtype() == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
   cublasGemmStridedBatchedEx(cublas(), b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(N),
                              static_cast<int>(M), static_cast<int>(K), &one, b.raw_data(), in,
                              static_cast<int>(b_transposed ? K : N), K * N, a.raw_data(), in, static_cast<int>(K),
-                             M * K, &zero, c.raw_data(), CUDA_R_32F, static_cast<int>(N), M * N,
+                             M * K, &zero, c.raw_data(), out, static_cast<int>(N), M * N,
                              static_cast<int>(batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
 }
 
@@ -99,17 +101,18 @@ const char* op_name(Op op) {
   return "?";
 }
 
-void bm_membound(benchmark::State& state, Op op, int64_t rows, int64_t C, bool backward) {
+void bm_membound(benchmark::State& state, Op op, int64_t rows, int64_t C, bool backward, DType dt) {
   const Device dev = cuda_device();
-  Tensor x = randn({rows, C}, DType::F32, dev);           // (rows, C)
-  Tensor x2 = randn({rows, C}, DType::F32, dev);          // (rows, C) second operand of add
-  Tensor w = randn({C}, DType::F32, dev), b = randn({C}, DType::F32, dev);  // (C)
+  Tensor x = randn({rows, C}, DType::F32, dev).to(dt);    // (rows, C)
+  Tensor x2 = randn({rows, C}, DType::F32, dev).to(dt);   // (rows, C) second operand of add
+  Tensor w = randn({C}, DType::F32, dev).to(dt), b = randn({C}, DType::F32, dev).to(dt);  // (C)
   Generator g(3);
   Tensor targets = randint({rows}, g, 0, C, DType::I64, dev);  // (rows)
   const int64_t n = rows * C;
   // add reads two operands; cross_entropy writes one value per row forward
-  const double fwd_bytes = (op == Op::Add ? 3.0 : op == Op::CrossEntropy ? 1.0 : 2.0) * n * 4;
-  const double bytes = backward ? (op == Op::CrossEntropy ? 2.0 : 3.0) * n * 4 : fwd_bytes;
+  const double esize = static_cast<double>(dtype_size(dt));
+  const double fwd_bytes = (op == Op::Add ? 3.0 : op == Op::CrossEntropy ? 1.0 : 2.0) * n * esize;
+  const double bytes = backward ? (op == Op::CrossEntropy ? 2.0 : 3.0) * n * esize : fwd_bytes;
   DeviceCopy dc(static_cast<int64_t>(bytes / 2));
   auto forward = [&] {
     switch (op) {
@@ -133,7 +136,7 @@ void bm_membound(benchmark::State& state, Op op, int64_t rows, int64_t C, bool b
   if (op == Op::LayerNorm || op == Op::RmsNorm) w.set_requires_grad();
   if (op == Op::LayerNorm) b.set_requires_grad();
   Tensor y = forward();  // graph kept across iterations
-  Tensor dy = op == Op::CrossEntropy ? ones({}, DType::F32, dev) : randn({rows, C}, DType::F32, dev);
+  Tensor dy = op == Op::CrossEntropy ? ones({}, DType::F32, dev) : randn({rows, C}, DType::F32, dev).to(dt);
   run_paired(
       state, kReps * bytes, "GB", [&] { batch([&] { dc.copy(); }); },
       [&] {
@@ -147,12 +150,13 @@ void bm_membound(benchmark::State& state, Op op, int64_t rows, int64_t C, bool b
       [] {});
 }
 
-void bm_attention(benchmark::State& state, int64_t B, int64_t H, int64_t T, int64_t D, bool causal, bool backward) {
+void bm_attention(benchmark::State& state, int64_t B, int64_t H, int64_t T, int64_t D, bool causal, bool backward,
+                  DType dt) {
   const Device dev = cuda_device();
-  Tensor q = randn({B, H, T, D}, DType::F32, dev), k = randn({B, H, T, D}, DType::F32, dev),
-         v = randn({B, H, T, D}, DType::F32, dev);                       // (B, H, T, D)
-  Tensor s = empty({B * H, T, T}, DType::F32, dev);                       // ceiling: scores
-  Tensor o = empty({B * H, T, D}, DType::F32, dev);                       // ceiling: output
+  Tensor q = randn({B, H, T, D}, DType::F32, dev).to(dt), k = randn({B, H, T, D}, DType::F32, dev).to(dt),
+         v = randn({B, H, T, D}, DType::F32, dev).to(dt);                // (B, H, T, D)
+  Tensor s = empty({B * H, T, T}, dt, dev);                               // ceiling: scores
+  Tensor o = empty({B * H, T, D}, dt, dev);                               // ceiling: output
   const double full = 4.0 * B * H * T * T * D;
   const double ours_work = (causal ? 0.5 : 1.0) * full * (backward ? 2.5 : 1.0);
   const double peer_work = full;
@@ -174,7 +178,7 @@ void bm_attention(benchmark::State& state, int64_t B, int64_t H, int64_t T, int6
   }
   q.set_requires_grad(), k.set_requires_grad(), v.set_requires_grad();
   Tensor y = scaled_dot_product_attention(q, k, v, opt);
-  Tensor dy = randn({B, H, T, D}, DType::F32, dev);
+  Tensor dy = randn({B, H, T, D}, DType::F32, dev).to(dt);
   run_paired(
       state, kReps * ours_work, kReps * peer_work, "GFLOP", ceiling,
       [&] {
@@ -202,20 +206,24 @@ const int kRegistered = [] {
     reg("gpu_matmul_bf16/" + dims({m, k, n}), bm_matmul, DType::BF16, m, k, n);
   }
   for (int64_t mb : {64, 512}) reg("gpu_memcpy/" + std::to_string(mb) + "MiB", bm_memcpy, mb << 20);
-  for (bool backward : {false, true})
-    for (Op op : {Op::Add, Op::Gelu, Op::Softmax, Op::LayerNorm, Op::RmsNorm, Op::CrossEntropy})
-      for (auto [r, c] : {std::pair<int64_t, int64_t>{16384, 896}, {4096, 4864}, {8192, 32768}}) {
-        if (op == Op::CrossEntropy ? c < 4864 : c > 4864) continue;  // CE on vocabulary-wide rows only
-        reg(std::string("gpu_") + op_name(op) + (backward ? "_bwd/" : "_fwd/") + dims({r, c}), bm_membound, op, r, c,
-            backward);
-      }
-  for (bool backward : {false, true})
-    for (bool causal : {false, true})
-      for (auto [T, D] : {std::pair<int64_t, int64_t>{1024, 64}, {4096, 64}, {1024, 128}, {4096, 128}}) {
-        const int64_t B = 4, H = D == 64 ? 16 : 8;
-        reg(std::string("gpu_attention_") + (backward ? "bwd" : "fwd") + (causal ? "_causal/" : "/") + dims({B, H, T, D}),
-            bm_attention, B, H, T, D, causal, backward);
-      }
+  for (DType dt : {DType::F32, DType::BF16}) {
+    const std::string tag = dt == DType::BF16 ? "_bf16" : "";
+    for (bool backward : {false, true})
+      for (Op op : {Op::Add, Op::Gelu, Op::Softmax, Op::LayerNorm, Op::RmsNorm, Op::CrossEntropy})
+        for (auto [r, c] : {std::pair<int64_t, int64_t>{16384, 896}, {4096, 4864}, {8192, 32768}}) {
+          if (op == Op::CrossEntropy ? c < 4864 : c > 4864) continue;  // CE on vocabulary-wide rows only
+          reg(std::string("gpu_") + op_name(op) + (backward ? "_bwd/" : "_fwd/") + dims({r, c}) + tag, bm_membound, op,
+              r, c, backward, dt);
+        }
+    for (bool backward : {false, true})
+      for (bool causal : {false, true})
+        for (auto [T, D] : {std::pair<int64_t, int64_t>{1024, 64}, {4096, 64}, {1024, 128}, {4096, 128}}) {
+          const int64_t B = 4, H = D == 64 ? 16 : 8;
+          reg(std::string("gpu_attention_") + (backward ? "bwd" : "fwd") + (causal ? "_causal/" : "/") +
+                  dims({B, H, T, D}) + tag,
+              bm_attention, B, H, T, D, causal, backward, dt);
+        }
+  }
   return 0;
 }();
 

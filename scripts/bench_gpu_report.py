@@ -94,7 +94,7 @@ def main():
                      f"{fmt(tt * 1e6 if tt else None, 1)} | {fmt(speed)} |")
     extra = [n for n in t if n not in rows]
     if extra:
-        lines += ["", "PyTorch only (no moon counterpart in this run, e.g. bf16 attention):", "",
+        lines += ["", "PyTorch only (no moon counterpart in this run):", "",
                   "| benchmark | torch µs |", "|---|---|"]
         lines += [f"| {n} | {t[n] * 1e6:.1f} |" for n in extra]
     open(a.out, "w").write("\n".join(lines) + "\n")

@@ -6,6 +6,7 @@ lasting at least --min-time seconds. Prints JSON: {"device": ..., "torch": ..., 
 Run it with the python that holds torch (on the GPU machine: plain python3).
 """
 import argparse
+import itertools
 import json
 import statistics
 
@@ -60,33 +61,33 @@ def main():
             run(f"gpu_matmul_{tag}/{dims(m, k, n)}", lambda x=x, y=y: torch.matmul(x, y))
 
     shapes = [(16384, 896), (4096, 4864), (8192, 32768)]
-    for backward in (False, True):
-        for op in ("add", "gelu", "softmax", "layer_norm", "rms_norm", "cross_entropy"):
-            for r, c in shapes:
-                if (op == "cross_entropy" and c < 4864) or (op != "cross_entropy" and c > 4864):
-                    continue
-                x = torch.randn(r, c, device=dev, requires_grad=backward)
-                x2 = torch.randn(r, c, device=dev)
-                w = torch.randn(c, device=dev, requires_grad=backward and op in ("layer_norm", "rms_norm"))
-                b = torch.randn(c, device=dev, requires_grad=backward and op == "layer_norm")
-                t = torch.randint(0, c, (r,), device=dev)
-                f = {
-                    "add": lambda: x + x2,
-                    "gelu": lambda: F.gelu(x),
-                    "softmax": lambda: torch.softmax(x, -1),
-                    "layer_norm": lambda: F.layer_norm(x, (c,), w, b),
-                    "rms_norm": lambda: F.rms_norm(x, (c,), w, eps=1e-6),
-                    "cross_entropy": lambda: F.cross_entropy(x, t),
-                }[op]
-                name = f"gpu_{op}_{'bwd' if backward else 'fwd'}/{dims(r, c)}"
-                if not backward:
-                    with torch.no_grad():
-                        run(name, f)
-                else:
-                    y = f()
-                    dy = torch.ones_like(y) if y.dim() == 0 else torch.randn_like(y)
-                    params = [p for p in (x, w, b) if p.requires_grad]
-                    run(name, lambda y=y, dy=dy, params=params: torch.autograd.grad(y, params, dy, retain_graph=True))
+    for backward, (dt, tag), op, (r, c) in itertools.product(
+            (False, True), [(torch.float32, ""), (torch.bfloat16, "_bf16")],
+            ("add", "gelu", "softmax", "layer_norm", "rms_norm", "cross_entropy"), shapes):
+        if (op == "cross_entropy" and c < 4864) or (op != "cross_entropy" and c > 4864):
+            continue
+        x = torch.randn(r, c, device=dev, dtype=dt, requires_grad=backward)
+        x2 = torch.randn(r, c, device=dev, dtype=dt)
+        w = torch.randn(c, device=dev, dtype=dt, requires_grad=backward and op in ("layer_norm", "rms_norm"))
+        b = torch.randn(c, device=dev, dtype=dt, requires_grad=backward and op == "layer_norm")
+        t = torch.randint(0, c, (r,), device=dev)
+        f = {
+            "add": lambda: x + x2,
+            "gelu": lambda: F.gelu(x),
+            "softmax": lambda: torch.softmax(x, -1),
+            "layer_norm": lambda: F.layer_norm(x, (c,), w, b),
+            "rms_norm": lambda: F.rms_norm(x, (c,), w, eps=1e-6),
+            "cross_entropy": lambda: F.cross_entropy(x, t),
+        }[op]
+        name = f"gpu_{op}_{'bwd' if backward else 'fwd'}/{dims(r, c)}{tag}"
+        if not backward:
+            with torch.no_grad():
+                run(name, f)
+        else:
+            y = f()
+            dy = torch.ones_like(y) if y.dim() == 0 else torch.randn_like(y)
+            params = [p for p in (x, w, b) if p.requires_grad]
+            run(name, lambda y=y, dy=dy, params=params: torch.autograd.grad(y, params, dy, retain_graph=True))
 
     for backward in (False, True):
         for causal in (False, True):

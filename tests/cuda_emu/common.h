@@ -80,9 +80,17 @@ inline void cmp_bits(const char* what, const float* a, const float* b, int64_t n
     }
 }
 
+// The bf16 suites, one file each (tests/cuda_emu/test_bf16_<family>.cpp); weak, so main() runs the ones
+// that exist. Each runs when `only` is empty or names it ("bf16_elementwise", ...).
+__attribute__((weak)) void test_bf16_elementwise(const std::string& only);
+__attribute__((weak)) void test_bf16_norm(const std::string& only);
+__attribute__((weak)) void test_bf16_attention(const std::string& only);
+__attribute__((weak)) void test_bf16_index(const std::string& only);
+
 void test_norm_family(const std::string& only);   // norm, loss, rope, adamw, elementwise, dropout
 void test_index_family(const std::string& only);  // reduce, index, topk
 void test_attention(const std::string& only);
+void test_matmul(const std::string& only);        // the cuBLASLt GEMM driver over the emulated cuBLASLt
 void test_emulator();                             // the emulator catches planted bugs
 
 }  // namespace emutest

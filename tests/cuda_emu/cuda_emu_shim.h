@@ -589,3 +589,6 @@ struct DeviceRadixSort {
       throw ::moon::cuda_emu::emu::Error(std::string("emulated CUDA call failed: ") + #call);         \
   } while (0)
 #define MOON_CUDA_LAUNCH_CHECK(kernel_name) ((void)(kernel_name))
+
+// cuBLASLt (ops/cuda/matmul_cuda.cu)
+#include "cublaslt_emu.h"

@@ -1,7 +1,8 @@
 // moon_cuda_emu: runs the CUDA kernels of ops/cuda/ (converted to host C++ by scripts/cuda_emu.py) on the CPU
 // under the fiber emulator of cuda_emu_shim.h and compares them with the CPU kernels. See README.md.
 //   moon_cuda_emu [suite]      suites: emulator softmax norms ce rope adamw elementwise dropout extra
-//                              sum max cumsum l2 copy gather rows topk bad attention (default: all)
+//                              sum max cumsum l2 copy gather rows topk bad attention matmul, and the bf16 suites
+//                              bf16_elementwise bf16_norm bf16_attention bf16_index (default: all)
 //   EMU_POLICY=0|1             scheduler: shuffled rounds / warp priority (default: random per block)
 //   EMU_FILL=0xNN              shared-memory garbage byte (default 0xff: NaN)
 //   EMU_CAP=n                  cap every blocks_for() grid at n blocks (exercises grid-stride loops)
@@ -26,6 +27,10 @@ int main(int argc, char** argv) {
   emutest::test_norm_family(only);
   emutest::test_index_family(only);
   emutest::test_attention(only);
+  emutest::test_matmul(only);
+  for (auto* bf16_suite : {emutest::test_bf16_elementwise, emutest::test_bf16_norm, emutest::test_bf16_attention,
+                           emutest::test_bf16_index})
+    if (bf16_suite) bf16_suite(only);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (emutest::checks == 0) {
     std::printf("cuda_emu: FAILED: no checks ran (unknown suite '%s'?)\n", only.c_str());
