@@ -3,6 +3,7 @@
 #include "ops/cuda/elementwise_cuda.h"
 #include "ops/elementwise.h"
 #include "ops/elementwise_common.h"
+#include "ops/float_storage.h"
 #include "ops/reduce.h"
 #include "runtime/autograd.h"
 
@@ -17,31 +18,40 @@ using elementwise::kernel_for;
 
 namespace {
 
-// ---- CPU drivers: one flat run when the operands allow it, else row by row.
+// ---- CPU drivers: one flat run when the operands allow it, else row by row. The kernels are f32: bf16
+// operands are widened (elementwise::f32_view keeps broadcast operands broadcast) and bf16 results computed
+// into an f32 scratch that commit() rounds once (ops/float_storage.h).
 
 // out = a (op) b; a, b expanded to out's shape (B..., N).
-void binary_cpu(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
-  float* o = out.data<float>();
+void binary_cpu(BinaryOp op, const Tensor& out, const Tensor& a_in, const Tensor& b_in) {
+  const Tensor a = elementwise::f32_view(a_in), b = elementwise::f32_view(b_in);
+  const F32Output outo(out);
+  float* o = outo.data<float>();
   const float* pa = a.data<float>();
   const float* pb = b.data<float>();
   const auto row = MOON_ISA_SELECT(binary_row);
   elementwise::for_each_binary_run(out.shape(), a, b, [&](int64_t ia, int64_t sa, int64_t ib, int64_t sb, int64_t io, int64_t n) {
     row(op, pa + ia, sa, pb + ib, sb, o + io, n);
   });
+  outo.commit();
 }
 
 // ga = g * d(a op b)/da, gb = g * d(a op b)/db over g's shape; a, b expanded to it; ga or gb may be undefined.
-void binary_backward_cpu(BinaryOp op, const Tensor& g, const Tensor& a, const Tensor& b, const Tensor& ga,
+void binary_backward_cpu(BinaryOp op, const Tensor& g_in, const Tensor& a_in, const Tensor& b_in, const Tensor& ga,
                          const Tensor& gb) {
+  const Tensor g = f32_input(g_in), a = elementwise::f32_view(a_in), b = elementwise::f32_view(b_in);
+  const F32Output gao(ga), gbo(gb);
   const float* pg = g.data<float>();
   const float* pa = a.data<float>();
   const float* pb = b.data<float>();
-  float* pga = ga.defined() ? ga.data<float>() : nullptr;
-  float* pgb = gb.defined() ? gb.data<float>() : nullptr;
+  float* pga = gao.data<float>();
+  float* pgb = gbo.data<float>();
   const auto row = MOON_ISA_SELECT(binary_backward_row);
   elementwise::for_each_binary_run(g.shape(), a, b, [&](int64_t ia, int64_t sa, int64_t ib, int64_t sb, int64_t io, int64_t n) {
     row(op, pg + io, pa + ia, sa, pb + ib, sb, pga ? pga + io : nullptr, pgb ? pgb + io : nullptr, n);
   });
+  gao.commit();
+  gbo.commit();
 }
 
 // out = a (cmp) b as u8; a, b expanded to out's shape. f32 goes through the vector kernel, integers here.
@@ -62,10 +72,12 @@ void compare_scalar_cpu(CompareOp op, const Tensor& out, const Tensor& a, const 
                                  });
 }
 
-void compare_cpu(CompareOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
-  if (a.dtype() == DType::I64) return compare_scalar_cpu<int64_t>(op, out, a, b);
-  if (a.dtype() == DType::I32) return compare_scalar_cpu<int32_t>(op, out, a, b);
-  if (a.dtype() == DType::U8) return compare_scalar_cpu<uint8_t>(op, out, a, b);
+// bf16 operands are compared as their (exact) f32 widenings.
+void compare_cpu(CompareOp op, const Tensor& out, const Tensor& a_in, const Tensor& b_in) {
+  if (a_in.dtype() == DType::I64) return compare_scalar_cpu<int64_t>(op, out, a_in, b_in);
+  if (a_in.dtype() == DType::I32) return compare_scalar_cpu<int32_t>(op, out, a_in, b_in);
+  if (a_in.dtype() == DType::U8) return compare_scalar_cpu<uint8_t>(op, out, a_in, b_in);
+  const Tensor a = elementwise::f32_view(a_in), b = elementwise::f32_view(b_in);
   uint8_t* o = out.data<uint8_t>();
   const float* pa = a.data<float>();
   const float* pb = b.data<float>();
@@ -75,8 +87,12 @@ void compare_cpu(CompareOp op, const Tensor& out, const Tensor& a, const Tensor&
   });
 }
 
-// y += alpha * x in place; x expanded to y's shape; y may be any (non-overlapping) view.
-void axpy_cpu(const Tensor& y, const Tensor& x, double alpha) {
+// y += alpha * x in place; x expanded to y's shape; y may be any (non-overlapping) view. A bf16 y is updated
+// in a contiguous f32 copy of its values, rounded back once.
+void axpy_cpu(const Tensor& y_in, const Tensor& x_in, double alpha) {
+  const F32Output yo(y_in, true);
+  const Tensor& y = yo.get();
+  const Tensor x = elementwise::f32_view(x_in);
   float* py = y.data<float>();
   const float* px = x.data<float>();
   const float al = static_cast<float>(alpha);
@@ -84,6 +100,7 @@ void axpy_cpu(const Tensor& y, const Tensor& x, double alpha) {
   const int fx = flat_step(x);
   if (y.is_contiguous() && fx >= 0) {
     elementwise::parallel_chunks(y.numel(), [&](int64_t i, int64_t n) { row(py + i, 1, px + i * fx, fx, al, n); });
+    yo.commit();
     return;
   }
   // Rows of y walked through y's own strides (its offsets come back as input 0).
@@ -92,6 +109,7 @@ void axpy_cpu(const Tensor& y, const Tensor& x, double alpha) {
                                      const std::array<int64_t, 2>& step) {
                                    row(py + off[0], step[0], px + off[1], step[1], al, n);
                                  });
+  yo.commit();
 }
 
 using BinaryFn = void (*)(BinaryOp, const Tensor&, const Tensor&, const Tensor&);
@@ -106,18 +124,18 @@ KernelTable<AxpyFn> g_axpy{"add_", {axpy_cpu, MOON_CUDA_KERNEL(cuda::axpy_inplac
 
 // ---- op layer
 
-// Checks two f32 operands on one device and returns their broadcast shape.
+// Checks two floating operands of one dtype (f32 or bf16) on one device and returns their broadcast shape.
 Shape check_binary(const char* op, const Tensor& a, const Tensor& b) {
   check_same_device(op, a, b);
-  MOON_CHECK(a.dtype() == DType::F32 && b.dtype() == DType::F32, op, ": expected f32 operands, got ", a.desc(),
-             " and ", b.desc(), "; convert with .to(DType::F32)");
+  check_float_storage(op, a, "operand");
+  check_same_dtype(op, a, b, "operand");
   return broadcast_shapes(a.shape(), b.shape(), op);
 }
 
 // out = a (op) b with broadcasting, and its backward.
 Tensor binary_op(const char* name, BinaryOp op, const Tensor& a, const Tensor& b) {
   const Shape shape = check_binary(name, a, b);
-  Tensor out = empty(shape, DType::F32, a.device());  // broadcast(a, b)
+  Tensor out = empty(shape, a.dtype(), a.device());  // broadcast(a, b), the operands' dtype
   kernel_for(g_binary, name, a.device())(op, out, expand_view(a, shape), expand_view(b, shape));
   if (!needs_grad({&a, &b})) return out;
 
@@ -138,8 +156,10 @@ Tensor binary_op(const char* name, BinaryOp op, const Tensor& a, const Tensor& b
     const Tensor& y = xb.get();
     const Tensor g = grads[0].contiguous();  // broadcast shape
     const Shape& shape = g.shape();
-    Tensor gx = ga ? empty(shape, DType::F32, g.device()) : Tensor();
-    Tensor gy = gb ? empty(shape, DType::F32, g.device()) : Tensor();
+    // Full-size gradients in the operands' dtype (g has it: autograd converts to the output's dtype); with
+    // broadcasting, sum_to then reduces them (bf16: rounded per element here, and again after the sum).
+    Tensor gx = ga ? empty(shape, x.dtype(), g.device()) : Tensor();
+    Tensor gy = gb ? empty(shape, y.dtype(), g.device()) : Tensor();
     kernel_for(g_binary_backward, name, g.device())(op, g, expand_view(x, shape), expand_view(y, shape), gx, gy);
     return std::vector<Tensor>{ga ? sum_to(gx, x.shape()) : Tensor(), gb ? sum_to(gy, y.shape()) : Tensor()};
   });
@@ -151,8 +171,9 @@ Tensor compare_op(const char* name, CompareOp op, const Tensor& a, const Tensor&
   check_same_device(name, a, b);
   MOON_CHECK(a.dtype() == b.dtype(), name, ": operands have different dtypes: ", a.desc(), " and ", b.desc(),
              "; convert one with .to(dtype)");
-  MOON_CHECK(a.dtype() == DType::F32 || a.dtype() == DType::I64 || a.dtype() == DType::I32 || a.dtype() == DType::U8,
-             name, ": expected f32, i64, i32 or u8 operands, got ", a.desc(), " and ", b.desc());
+  MOON_CHECK(is_float_storage(a.dtype()) || a.dtype() == DType::I64 || a.dtype() == DType::I32 ||
+                 a.dtype() == DType::U8,
+             name, ": expected f32, bf16, i64, i32 or u8 operands, got ", a.desc(), " and ", b.desc());
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = empty(shape, DType::U8, a.device());
   kernel_for(g_compare, name, a.device())(op, out, expand_view(a, shape), expand_view(b, shape));

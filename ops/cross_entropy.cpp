@@ -1,9 +1,12 @@
 // cross_entropy: fused log-softmax + smoothed NLL, mean over non-ignored rows (see ops/loss.h).
+// Logits f32 or bf16: the loss and the saved softmax are f32, the logits' gradient takes the logits' dtype
+// (bf16 is computed in f32 and rounded once).
 #include <cmath>
 
 #include "ops/cpu/isa.h"
 #include "ops/cpu/loss_kernels.h"
 #include "ops/cuda/loss_cuda.h"
+#include "ops/float_storage.h"
 #include "ops/loss.h"
 #include "runtime/autograd.h"
 #include "runtime/dispatch.h"
@@ -16,8 +19,9 @@ namespace {
 void cross_entropy_cpu(const Tensor& logits, const Tensor& targets, const CeParams& p, const Tensor& loss,
                        const Tensor& probs, int64_t count) {
   const int64_t N = logits.size(0), C = logits.size(1);
+  const Tensor xf = f32_input(logits);  // a contiguous copy when bf16: use its row stride
   const double total = MOON_ISA_SELECT(cross_entropy_rows)(
-      logits.data<float>(), N, C, logits.stride(0), targets.data<int64_t>(), targets.stride(0), p.ignore_index,
+      xf.data<float>(), N, C, xf.stride(0), targets.data<int64_t>(), targets.stride(0), p.ignore_index,
       p.smoothing, probs.defined() ? probs.data<float>() : nullptr);
   loss.data<float>()[0] = count > 0 ? static_cast<float>(total / static_cast<double>(count)) : 0.0f;
 }
@@ -25,9 +29,11 @@ void cross_entropy_cpu(const Tensor& logits, const Tensor& targets, const CePara
 // dx (N, C) = (probs - smoothed onehot) * scale on kept rows, 0 on ignored rows.
 void cross_entropy_backward_cpu(const Tensor& probs, const Tensor& targets, const CeParams& p, float scale,
                                 const Tensor& dx) {
+  const F32Output dxo(dx);
   MOON_ISA_SELECT(cross_entropy_backward_rows)(probs.data<float>(), targets.data<int64_t>(), targets.stride(0),
                                                probs.size(0), probs.size(1), p.ignore_index, p.smoothing, scale,
-                                               dx.data<float>());
+                                               dxo.data<float>());
+  dxo.commit();
 }
 
 using CeFn = void (*)(const Tensor&, const Tensor&, const CeParams&, const Tensor&, const Tensor&, int64_t);
@@ -40,8 +46,9 @@ KernelTable<CeBackFn> g_ce_back{"cross_entropy backward",
 
 Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets, int64_t ignore_index, double label_smoothing) {
   MOON_CHECK(logits_in.defined() && targets.defined(), "cross_entropy: an argument is an undefined tensor");
-  MOON_CHECK(logits_in.dim() == 2 && logits_in.dtype() == DType::F32, "cross_entropy: logits ", logits_in.desc(),
-             " must be f32 (N, C); flatten (B, T, C) logits with .reshape({-1, C})");
+  check_float_storage("cross_entropy", logits_in, "logits");
+  MOON_CHECK(logits_in.dim() == 2, "cross_entropy: logits ", logits_in.desc(),
+             " must be (N, C); flatten (B, T, C) logits with .reshape({-1, C})");
   MOON_CHECK(targets.dtype() == DType::I64 && targets.dim() == 1 && targets.size(0) == logits_in.size(0),
              "cross_entropy: targets ", targets.desc(), " must be i64 (N) with N = ", logits_in.size(0),
              " (logits ", logits_in.desc(), ")");
@@ -80,10 +87,11 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets, int64_t ign
     // Targets are saved by value-version too: an in-place edit of them before backward is caught.
     SavedTensor st(targets, "cross_entropy");
     const Device dev = logits.device();
-    record_op("cross_entropy", {logits_in}, {loss}, [probs, st, p, count, N, C, dev](const std::vector<Tensor>& g) {
-      if (count == 0) return std::vector<Tensor>{zeros({N, C}, DType::F32, dev)};
+    const DType dt = logits.dtype();
+    record_op("cross_entropy", {logits_in}, {loss}, [probs, st, p, count, N, C, dev, dt](const std::vector<Tensor>& g) {
+      if (count == 0) return std::vector<Tensor>{zeros({N, C}, dt, dev)};
       const float scale = static_cast<float>(g[0].item() / static_cast<double>(count));
-      Tensor dx = empty({N, C}, DType::F32, probs.device());
+      Tensor dx = empty({N, C}, dt, probs.device());  // the logits' dtype
       g_ce_back.get(probs.device())(probs, st.get(), p, scale, dx);
       return std::vector<Tensor>{dx};
     });

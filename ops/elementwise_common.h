@@ -9,16 +9,11 @@
 #include "ops/cpu/broadcast.h"
 #include "ops/cpu/elementwise_kernels.h"
 #include "ops/cpu/isa.h"
+#include "ops/float_storage.h"
 #include "runtime/dispatch.h"
 #include "runtime/tensor.h"
 
 namespace moon::elementwise {
-
-// Throws unless t is f32, naming the op.
-inline void check_f32(const char* op, const Tensor& t, const char* what = "operand") {
-  MOON_CHECK(t.dtype() == DType::F32, op, ": expected an f32 ", what, ", got ", t.desc(),
-             "; convert with .to(DType::F32)");
-}
 
 // Throws unless a and b live on the same device.
 inline void check_same_device(const char* op, const Tensor& a, const Tensor& b) {
@@ -33,6 +28,19 @@ inline Tensor expand_view(const Tensor& t, const Shape& shape) {
   Strides st(shape.size(), 0);
   for (size_t i = lead; i < shape.size(); ++i) st[i] = t.shape()[i - lead] == shape[i] ? t.strides()[i - lead] : 0;
   return make_view(t, shape, st, t.offset());
+}
+
+// An operand expanded to some shape, as f32 for the CPU kernels: t itself when f32 (or not floating), else
+// its distinct elements (the dimensions of stride 0 kept at size 1) widened into a contiguous f32 copy and
+// expanded back to t's shape, so a broadcast operand stays broadcast (flat_step 0 for one value) instead of
+// being materialised at full size.
+inline Tensor f32_view(const Tensor& t) {
+  if (!t.defined() || t.dtype() != DType::BF16) return t;
+  Shape compact = t.shape();
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.stride(d) == 0) compact[static_cast<size_t>(d)] = 1;
+  const Tensor wide = f32_input(make_view(t, compact, t.strides(), t.offset()));  // contiguous f32
+  return expand_view(wide, t.shape());
 }
 
 // How a kernel can walk an (expanded) operand as one flat run: 1 = dense row-major, 0 = one broadcast

@@ -3,6 +3,7 @@
 #include "ops/cuda/elementwise_cuda.h"
 #include "ops/elementwise.h"
 #include "ops/elementwise_common.h"
+#include "ops/float_storage.h"
 #include "ops/reduce.h"
 #include "runtime/autograd.h"
 
@@ -15,8 +16,15 @@ using elementwise::kernel_for;
 
 namespace {
 
+// The CPU kernels are f32: bf16 values are widened (elementwise::f32_view keeps broadcast operands
+// broadcast) and bf16 results computed into an f32 scratch that commit() rounds (exactly: a selection of
+// widened bf16 values) into the output (ops/float_storage.h).
+
 // out = cond ? a : b; cond (u8), a, b expanded to out's shape.
-void where_cpu(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) {
+void where_cpu(const Tensor& out_in, const Tensor& cond, const Tensor& a_in, const Tensor& b_in) {
+  const Tensor a = elementwise::f32_view(a_in), b = elementwise::f32_view(b_in);
+  const F32Output outo(out_in);
+  const Tensor& out = outo.get();
   float* o = out.data<float>();
   const uint8_t* pc = cond.data<uint8_t>();
   const float* pa = a.data<float>();
@@ -27,6 +35,7 @@ void where_cpu(const Tensor& out, const Tensor& cond, const Tensor& a, const Ten
     elementwise::parallel_chunks(out.numel(), [&](int64_t i, int64_t n) {
       row(pc + i * fc, fc, pa + i * fa, fa, pb + i * fb, fb, o + i, n);
     });
+    outo.commit();
     return;
   }
   cpu::for_each_broadcast_row<3>(out.shape(), {&cond.strides(), &a.strides(), &b.strides()},
@@ -34,20 +43,25 @@ void where_cpu(const Tensor& out, const Tensor& cond, const Tensor& a, const Ten
                                      const std::array<int64_t, 3>& step) {
                                    row(pc + off[0], step[0], pa + off[1], step[1], pb + off[2], step[2], o + oo, n);
                                  });
+  outo.commit();
 }
 
 // ga = cond ? g : 0, gb = cond ? 0 : g over g's shape; cond expanded to it; ga or gb may be undefined.
-void where_backward_cpu(const Tensor& cond, const Tensor& g, const Tensor& ga, const Tensor& gb) {
+void where_backward_cpu(const Tensor& cond, const Tensor& g_in, const Tensor& ga, const Tensor& gb) {
+  const Tensor g = f32_input(g_in);
+  const F32Output gao(ga), gbo(gb);
   const uint8_t* pc = cond.data<uint8_t>();
   const float* pg = g.data<float>();
-  float* pga = ga.defined() ? ga.data<float>() : nullptr;
-  float* pgb = gb.defined() ? gb.data<float>() : nullptr;
+  float* pga = gao.data<float>();
+  float* pgb = gbo.data<float>();
   const auto row = MOON_ISA_SELECT(where_backward_row);
   const int fc = flat_step(cond);
   if (fc >= 0) {
     elementwise::parallel_chunks(g.numel(), [&](int64_t i, int64_t n) {
       row(pc + i * fc, fc, pg + i, pga ? pga + i : nullptr, pgb ? pgb + i : nullptr, n);
     });
+    gao.commit();
+    gbo.commit();
     return;
   }
   cpu::for_each_broadcast_row<1>(g.shape(), {&cond.strides()},
@@ -56,6 +70,8 @@ void where_backward_cpu(const Tensor& cond, const Tensor& g, const Tensor& ga, c
                                    row(pc + off[0], step[0], pg + oo, pga ? pga + oo : nullptr,
                                        pgb ? pgb + oo : nullptr, n);
                                  });
+  gao.commit();
+  gbo.commit();
 }
 
 using WhereFn = void (*)(const Tensor&, const Tensor&, const Tensor&, const Tensor&);
@@ -76,20 +92,21 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   const char* op = "where";
   check_mask(op, cond, a);
   check_same_device(op, a, b);
-  MOON_CHECK(a.dtype() == DType::F32 && b.dtype() == DType::F32, op, ": expected f32 values, got ", a.desc(),
-             " and ", b.desc(), "; convert with .to(DType::F32)");
+  check_float_storage(op, a, "value");
+  check_same_dtype(op, a, b, "value");
   const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), op), b.shape(), op);
-  Tensor out = empty(shape, DType::F32, a.device());  // broadcast(cond, a, b)
+  Tensor out = empty(shape, a.dtype(), a.device());  // broadcast(cond, a, b), the values' dtype
   kernel_for(g_where, op, a.device())(out, expand_view(cond, shape), expand_view(a, shape), expand_view(b, shape));
   if (needs_grad({&a, &b})) {
     const Tensor c = cond.detach();  // masks are never written in place by the ops that consume them
     const Shape sa = a.shape(), sb = b.shape();
     const bool ga = a.requires_grad(), gb = b.requires_grad();
     SavedTensor sc(c, op);
-    record_op(op, {a, b}, {out}, [sc, sa, sb, ga, gb](const std::vector<Tensor>& grads) {
-      const Tensor g = grads[0].contiguous();
-      Tensor gx = ga ? empty(g.shape(), DType::F32, g.device()) : Tensor();
-      Tensor gy = gb ? empty(g.shape(), DType::F32, g.device()) : Tensor();
+    const DType dtype = a.dtype();
+    record_op(op, {a, b}, {out}, [sc, sa, sb, ga, gb, dtype](const std::vector<Tensor>& grads) {
+      const Tensor g = grads[0].contiguous();  // in the output's dtype
+      Tensor gx = ga ? empty(g.shape(), dtype, g.device()) : Tensor();
+      Tensor gy = gb ? empty(g.shape(), dtype, g.device()) : Tensor();
       kernel_for(g_where_backward, "where", g.device())(expand_view(sc.get(), g.shape()), g, gx, gy);
       return std::vector<Tensor>{ga ? sum_to(gx, sa) : Tensor(), gb ? sum_to(gy, sb) : Tensor()};
     });
@@ -100,18 +117,19 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
   const char* op = "masked_fill";
   check_mask(op, mask, a);
-  elementwise::check_f32(op, a, "tensor");
+  check_float_storage(op, a, "tensor");
   const Shape shape = broadcast_shapes(a.shape(), mask.shape(), op);
-  Tensor out = empty(shape, DType::F32, a.device());  // broadcast(a, mask)
-  // out = mask ? value : a, with value as a broadcast 1-element tensor.
-  const Tensor fill = full({}, value, DType::F32, a.device());
+  Tensor out = empty(shape, a.dtype(), a.device());  // broadcast(a, mask), a's dtype
+  // out = mask ? value : a, with value as a broadcast 1-element tensor of a's dtype (bf16: value rounded).
+  const Tensor fill = full({}, value, a.dtype(), a.device());
   kernel_for(g_where, op, a.device())(out, expand_view(mask, shape), expand_view(fill, shape), expand_view(a, shape));
   if (needs_grad({&a})) {
     const Shape sa = a.shape();
     SavedTensor sm(mask.detach(), op);
-    record_op(op, {a}, {out}, [sm, sa](const std::vector<Tensor>& grads) {
-      const Tensor g = grads[0].contiguous();
-      Tensor ga = empty(g.shape(), DType::F32, g.device());
+    const DType dtype = a.dtype();
+    record_op(op, {a}, {out}, [sm, sa, dtype](const std::vector<Tensor>& grads) {
+      const Tensor g = grads[0].contiguous();  // in the output's dtype
+      Tensor ga = empty(g.shape(), dtype, g.device());
       kernel_for(g_where_backward, "masked_fill", g.device())(expand_view(sm.get(), g.shape()), g, Tensor(), ga);
       return std::vector<Tensor>{sum_to(ga, sa)};
     });

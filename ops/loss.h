@@ -1,5 +1,6 @@
 // Losses and similarities: cross_entropy (fused log-softmax + NLL with label smoothing), l2_normalize and
-// cosine_similarity_matrix. f32 inputs; all differentiable.
+// cosine_similarity_matrix. f32 or bf16 inputs (computed in f32; cross_entropy's loss is f32, the other results
+// and every input gradient take the input's dtype); all differentiable.
 #pragma once
 
 #include "runtime/tensor.h"

@@ -72,6 +72,7 @@ void register_loss_ops(std::vector<OpInfo>& r) {
     c.fwd_tol = 5e-5;
     return c;
   }));
+  r.back().f32_outputs = true;  // bf16 logits give an f32 loss
   // x (n, D) along -1, (2, n, D) along -1, or (n, D, 3) along dim 1.
   r.push_back(op_entry("l2_normalize", "loss", 1, [](CaseGen& g) {
     const int64_t n = g.small(), D = g.pick(1, 40), v = g.pick(0, 2);

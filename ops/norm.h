@@ -1,6 +1,9 @@
 // Normalisations and dropout: softmax, log_softmax, layer_norm, rms_norm, dropout. All differentiable, with
 // fused CPU kernels (ops/cpu/norm_kernels.cpp): one pass for the row statistics, one for the output, and
-// separate fused backward kernels.
+// separate fused backward kernels. f32 or bf16 (bf16 activations, ops/float_storage.h): all floating operands
+// of a call share a dtype (a bf16 model hands layer_norm / rms_norm its weights as w.to(DType::BF16)); outputs
+// and input gradients take it (computed in f32, rounded once; dweight / dbias reduced in f32); the saved
+// statistics stay f32.
 #pragma once
 
 #include <cstdint>

@@ -1,8 +1,10 @@
 // Rotary position embedding (Qwen2 / GPT-NeoX "rotate half" layout): forward, backward, CPU kernel.
+// x f32 or bf16: the output and dx take its dtype (rotated in f32, rounded once); the cos/sin tables are f32.
 #include <cmath>
 
 #include "ops/attention.h"
 #include "ops/cuda/norm_cuda.h"
+#include "ops/float_storage.h"
 #include "runtime/autograd.h"
 #include "runtime/dispatch.h"
 
@@ -32,8 +34,10 @@ void rope_tables_cpu(const Tensor& positions, int64_t B, int64_t T, int64_t half
 // FLOPs: 6 per pair; bytes: 8 per element.
 void rope_cpu(const Tensor& xt, const Tensor& yt, const Tensor& cos_tt, const Tensor& sin_tt, int64_t B, int64_t H,
               int64_t T, int64_t half, float sign) {
-  const float* x = xt.data<float>();
-  float* y = yt.data<float>();
+  const Tensor xf = f32_input(xt);
+  const F32Output yo(yt);
+  const float* x = xf.data<float>();
+  float* y = yo.data<float>();
   const float* cos_t = cos_tt.data<float>();
   const float* sin_t = sin_tt.data<float>();
   const int64_t D = 2 * half;
@@ -52,13 +56,14 @@ void rope_cpu(const Tensor& xt, const Tensor& yt, const Tensor& cos_tt, const Te
           yr[i + half] = x2 * c[i] + x1 * sn;
         }
       }
+  yo.commit();
 }
 
 // Tables: positions (T) or (B, T) i64/i32 -> cos, sin (B*T, half) f32 on the tables' device (positions are
 // handed contiguous on that device to the CUDA kernel, as they are to the CPU one).
 using RopeTablesFn = void (*)(const Tensor& positions, int64_t B, int64_t T, int64_t half, double theta,
                               const Tensor& cos_t, const Tensor& sin_t);
-// Rotation: x, y contiguous (B, H, T, D) f32; cos_t, sin_t (B*T, half).
+// Rotation: x, y contiguous (B, H, T, D), both f32 or both bf16; cos_t, sin_t (B*T, half) f32.
 using RopeFn = void (*)(const Tensor& x, const Tensor& y, const Tensor& cos_t, const Tensor& sin_t, int64_t B,
                         int64_t H, int64_t T, int64_t half, float sign);
 KernelTable<RopeTablesFn> g_rope_tables{"rope", {rope_tables_cpu, MOON_CUDA_KERNEL(cuda::rope_tables)}};
@@ -68,7 +73,7 @@ KernelTable<RopeFn> g_rope{"rope", {rope_cpu, MOON_CUDA_KERNEL(cuda::rope)}};
 
 Tensor rope(const Tensor& x, const Tensor& positions, double theta) {
   MOON_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "rope: expected x of shape (B, H, T, D) with D even, got ", x.desc());
-  MOON_CHECK(x.dtype() == DType::F32, "rope: expected an f32 tensor, got ", x.desc());
+  check_float_storage("rope", x, "tensor");
   const int64_t B = x.size(0), H = x.size(1), T = x.size(2), half = x.size(3) / 2;
   MOON_CHECK(positions.dtype() == DType::I64 || positions.dtype() == DType::I32, "rope: positions must be i64 or i32, got ",
              positions.desc());
@@ -85,12 +90,13 @@ Tensor rope(const Tensor& x, const Tensor& positions, double theta) {
     tables(pos, B, T, half, theta, cos_t, sin_t);
   }
   Tensor xc = x.contiguous();
-  Tensor out = empty(x.shape(), DType::F32, dev);  // (B, H, T, D)
+  Tensor out = empty(x.shape(), x.dtype(), dev);  // (B, H, T, D)
   rotate(xc, out, cos_t, sin_t, B, H, T, half, 1.0f);
+  const DType dt = x.dtype();
   if (needs_grad({&x}))
-    record_op("rope", {x, positions}, {out}, [cos_t, sin_t, B, H, T, half](const std::vector<Tensor>& g) {
-      Tensor gc = g[0].contiguous();
-      Tensor dx = empty(gc.shape(), DType::F32, gc.device());
+    record_op("rope", {x, positions}, {out}, [cos_t, sin_t, B, H, T, half, dt](const std::vector<Tensor>& g) {
+      Tensor gc = (g[0].dtype() == dt ? g[0] : g[0].to(dt)).contiguous();
+      Tensor dx = empty(gc.shape(), dt, gc.device());
       g_rope.get(gc.device())(gc, dx, cos_t, sin_t, B, H, T, half, -1.0f);
       return std::vector<Tensor>{dx, Tensor()};
     });

@@ -4,10 +4,18 @@
 // formula (same derivative conventions, kinks, ties and NaN handling); libdevice's accurate expf / logf /
 // tanhf / erff / powf stand in for the CPU's polynomial fits.
 //
+// Storage: every floating tensor of one call is f32 or bf16 (T = float or __nv_bfloat16, picked with
+// visit_float). Kernels load to f32, compute exactly what the f32 kernel computes, and round once on store
+// (runtime/cuda/kernel_util.cuh), so a bf16 result is the f32 kernel's result on the widened inputs rounded
+// to bf16, bit for bit, and agrees with the CPU, which runs bf16 tensors through its f32 kernels the same way.
+// where and its backward select widened values and round them back: exact, except that a signalling bf16
+// NaN comes back quiet (as on the CPU).
+//
 // Every op has two paths, both grid-stride loops with 64-bit indices:
 //   * flat: every operand is contiguous with the output's shape or a single broadcast value (stride 0).
-//     When all contiguous pointers are 16-byte aligned the body moves float4s (one broadcast value is loaded
-//     once and splatted), and a scalar loop finishes the last n % 4 elements;
+//     When all contiguous pointers are aligned for a 4-element vector (kVecBytes<T>: a float4 for f32, one
+//     8-byte access of 4 bf16) the body moves groups of 4 (one broadcast value is loaded once and
+//     splatted), and a scalar loop finishes the last n % 4 elements;
 //   * strided: operands walked through cuda::merge_dims indexers (outputs are contiguous, so the output
 //     index is the linear one; the in-place ops write through their destination's own indexer).
 // No reductions and no atomics: every output element is written by exactly one thread, so results are
@@ -39,11 +47,23 @@ int flat_step(const Tensor& t) {
   return 0;
 }
 
-// A flat operand may take the float4 path: broadcast (no alignment needed) or aligned for `bytes`.
+// A flat operand may take the vector path: broadcast (no alignment needed) or aligned for `bytes`.
 bool vec_ok(const void* p, int64_t step, int bytes) { return step == 0 || aligned(p, bytes); }
 
-// Threads needed for a flat kernel doing n4 float4 groups and then elements 4*n4 .. n-1 one by one.
+// Threads needed for a flat kernel doing n4 groups of 4 and then elements 4*n4 .. n-1 one by one.
 int64_t flat_work(int64_t n, int64_t n4) { return n4 + (n - 4 * n4); }
+
+// Throws unless the defined tensor t has ref's dtype (the op layer guarantees it; a kernel reading the
+// wrong storage type would return garbage, so say so instead).
+void check_dtype(const char* op, const Tensor& ref, const Tensor& t) {
+  MOON_CHECK(!t.defined() || t.dtype() == ref.dtype(), op, ": ", t.desc(), " must have the dtype of ", ref.desc());
+}
+
+// The device pointer of a possibly undefined tensor (null when undefined).
+template <class T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? ptr<T>(t) : nullptr;
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Device helpers
@@ -51,11 +71,13 @@ int64_t flat_work(int64_t n, int64_t n4) { return n4 + (n - 4 * n4); }
 __device__ __forceinline__ int64_t thread_index() { return blockIdx.x * int64_t{blockDim.x} + threadIdx.x; }
 __device__ __forceinline__ int64_t thread_count() { return int64_t{gridDim.x} * blockDim.x; }
 
-// Elements 4*i4 .. 4*i4+3 of p[k * step], step 1 (p 16-byte aligned) or 0 (one broadcast value).
-__device__ __forceinline__ float4 load4(const float* p, int64_t i4, int64_t step) {
-  if (step != 0) return reinterpret_cast<const float4*>(p)[i4];
-  const float v = *p;
-  return make_float4(v, v, v, v);
+// Elements 4*i4 .. 4*i4+3 of p[k * step] as floats, step 1 (p aligned to kVecBytes<T>) or 0 (one broadcast
+// value).
+template <class T>
+__device__ __forceinline__ void load4(const T* p, int64_t i4, int64_t step, float (&v)[4]) {
+  if (step != 0) return load_floats<4>(p + 4 * i4, v);
+  const float s = to_float(*p);
+  v[0] = s, v[1] = s, v[2] = s, v[3] = s;
 }
 // The same for u8 conditions (p 4-byte aligned when step is 1).
 __device__ __forceinline__ uchar4 load4(const uint8_t* p, int64_t i4, int64_t step) {
@@ -63,7 +85,11 @@ __device__ __forceinline__ uchar4 load4(const uint8_t* p, int64_t i4, int64_t st
   const uint8_t v = *p;
   return make_uchar4(v, v, v, v);
 }
-__device__ __forceinline__ void store4(float* p, int64_t i4, float4 v) { reinterpret_cast<float4*>(p)[i4] = v; }
+// v into elements 4*i4 .. 4*i4+3 of p (aligned to kVecBytes<T>), rounded to T.
+template <class T>
+__device__ __forceinline__ void store4(T* p, int64_t i4, const float (&v)[4]) {
+  store_floats<4>(p + 4 * i4, v);
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Unary math (ops/cpu/elementwise_kernels.cpp: unary_f, unary_df, vpow)
@@ -272,100 +298,120 @@ __device__ __forceinline__ uint8_t compare_f(T u, T v) {
   else return static_cast<uint8_t>(u < v);
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// Kernels
 
-// y[i] = f(x[i]), x and y contiguous (may be the same buffer); float4 for the first n4 groups:
-// FLOPs of f and 8 B per element.
-template <class F>
-__global__ void map1_kernel(const float* x, float* y, int64_t n, int64_t n4, F f) {
-  const int64_t start = thread_index(), step = thread_count();
-  for (int64_t i = start; i < n4; i += step) {
-    float4 v = reinterpret_cast<const float4*>(x)[i];
-    v.x = f(v.x), v.y = f(v.y), v.z = f(v.z), v.w = f(v.w);
-    store4(y, i, v);
-  }
-  for (int64_t i = 4 * n4 + start; i < n; i += step) y[i] = f(x[i]);
+// u (cmp) v for one element pair: bf16 compared as its (exact) f32 widening, other types as they are.
+template <class T, CompareOp Op>
+__device__ __forceinline__ uint8_t compare_elem(T u, T v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return compare_f<float, Op>(to_float(u), to_float(v));
+  else return compare_f<T, Op>(u, v);
 }
 
-// y[i] = f(u[i], v[i]), all contiguous; float4 for the first n4 groups: FLOPs of f and 12 B per element.
-template <class F>
-__global__ void map2_kernel(const float* __restrict__ u, const float* __restrict__ v, float* __restrict__ y, int64_t n,
+// ---------------------------------------------------------------------------------------------------------
+// Kernels (T: the storage type of the floating operands, float or __nv_bfloat16; byte counts are for f32,
+// half the floating traffic for bf16)
+
+// y[i] = f(x[i]), x and y contiguous (may be the same buffer); vectors of 4 for the first n4 groups:
+// FLOPs of f and 8 B per element.
+template <class T, class F>
+__global__ void map1_kernel(const T* x, T* y, int64_t n, int64_t n4, F f) {
+  const int64_t start = thread_index(), step = thread_count();
+  for (int64_t i = start; i < n4; i += step) {
+    float v[4];
+    load4(x, i, 1, v);
+    v[0] = f(v[0]), v[1] = f(v[1]), v[2] = f(v[2]), v[3] = f(v[3]);
+    store4(y, i, v);
+  }
+  for (int64_t i = 4 * n4 + start; i < n; i += step) y[i] = from_float<T>(f(to_float(x[i])));
+}
+
+// y[i] = f(u[i], v[i]), all contiguous; vectors of 4 for the first n4 groups: FLOPs of f and 12 B per element.
+template <class T, class F>
+__global__ void map2_kernel(const T* __restrict__ u, const T* __restrict__ v, T* __restrict__ y, int64_t n,
                             int64_t n4, F f) {
   const int64_t start = thread_index(), step = thread_count();
   for (int64_t i = start; i < n4; i += step) {
-    const float4 a = reinterpret_cast<const float4*>(u)[i];
-    const float4 b = reinterpret_cast<const float4*>(v)[i];
-    store4(y, i, make_float4(f(a.x, b.x), f(a.y, b.y), f(a.z, b.z), f(a.w, b.w)));
+    float a[4], b[4], r[4];
+    load4(u, i, 1, a);
+    load4(v, i, 1, b);
+    r[0] = f(a[0], b[0]), r[1] = f(a[1], b[1]), r[2] = f(a[2], b[2]), r[3] = f(a[3], b[3]);
+    store4(y, i, r);
   }
-  for (int64_t i = 4 * n4 + start; i < n; i += step) y[i] = f(u[i], v[i]);
+  for (int64_t i = 4 * n4 + start; i < n; i += step) y[i] = from_float<T>(f(to_float(u[i]), to_float(v[i])));
 }
 
 // out[i] = f(a[i*sa], b[i*sb]) with sa, sb in {0, 1}, out contiguous (may be a, as for axpy): FLOPs of f,
 // 4 B out + 4 B per contiguous operand per element.
-template <class F>
-__global__ void zip_flat_kernel(const float* a, int64_t sa, const float* b, int64_t sb, float* out, int64_t n,
-                                int64_t n4, F f) {
+template <class T, class F>
+__global__ void zip_flat_kernel(const T* a, int64_t sa, const T* b, int64_t sb, T* out, int64_t n, int64_t n4, F f) {
   const int64_t start = thread_index(), step = thread_count();
   for (int64_t i = start; i < n4; i += step) {
-    const float4 x = load4(a, i, sa), y = load4(b, i, sb);
-    store4(out, i, make_float4(f(x.x, y.x), f(x.y, y.y), f(x.z, y.z), f(x.w, y.w)));
+    float x[4], y[4], r[4];
+    load4(a, i, sa, x);
+    load4(b, i, sb, y);
+    r[0] = f(x[0], y[0]), r[1] = f(x[1], y[1]), r[2] = f(x[2], y[2]), r[3] = f(x[3], y[3]);
+    store4(out, i, r);
   }
-  for (int64_t i = 4 * n4 + start; i < n; i += step) out[i] = f(a[i * sa], b[i * sb]);
+  for (int64_t i = 4 * n4 + start; i < n; i += step) out[i] = from_float<T>(f(to_float(a[i * sa]), to_float(b[i * sb])));
 }
 
 // out[i] = f(a[ia(i)], b[ib(i)]), out contiguous: FLOPs of f, 12 B per element (+ index math).
-template <class F>
-__global__ void zip_strided_kernel(const float* a, Indexer ia, const float* b, Indexer ib, float* out, int64_t n, F f) {
-  for (int64_t i = thread_index(); i < n; i += thread_count()) out[i] = f(a[ia.offset(i)], b[ib.offset(i)]);
+template <class T, class F>
+__global__ void zip_strided_kernel(const T* a, Indexer ia, const T* b, Indexer ib, T* out, int64_t n, F f) {
+  for (int64_t i = thread_index(); i < n; i += thread_count())
+    out[i] = from_float<T>(f(to_float(a[ia.offset(i)]), to_float(b[ib.offset(i)])));
 }
 
 // (ga[i], gb[i]) = f(g[i], a[i*sa], b[i*sb]) with sa, sb in {0, 1}; g, ga, gb contiguous, ga or gb null when
 // not wanted: 1-4 FLOPs, up to 20 B per element.
-template <class F>
-__global__ void zip_grad_flat_kernel(const float* __restrict__ g, const float* a, int64_t sa, const float* b,
-                                     int64_t sb, float* __restrict__ ga, float* __restrict__ gb, int64_t n, int64_t n4,
-                                     F f) {
+template <class T, class F>
+__global__ void zip_grad_flat_kernel(const T* __restrict__ g, const T* a, int64_t sa, const T* b, int64_t sb,
+                                     T* __restrict__ ga, T* __restrict__ gb, int64_t n, int64_t n4, F f) {
   const int64_t start = thread_index(), step = thread_count();
   for (int64_t i = start; i < n4; i += step) {
-    const float4 vg = reinterpret_cast<const float4*>(g)[i];
-    const float4 x = load4(a, i, sa), y = load4(b, i, sb);
-    const float2 r0 = f(vg.x, x.x, y.x), r1 = f(vg.y, x.y, y.y), r2 = f(vg.z, x.z, y.z), r3 = f(vg.w, x.w, y.w);
-    if (ga) store4(ga, i, make_float4(r0.x, r1.x, r2.x, r3.x));
-    if (gb) store4(gb, i, make_float4(r0.y, r1.y, r2.y, r3.y));
+    float vg[4], x[4], y[4];
+    load4(g, i, 1, vg);
+    load4(a, i, sa, x);
+    load4(b, i, sb, y);
+    const float2 r0 = f(vg[0], x[0], y[0]), r1 = f(vg[1], x[1], y[1]), r2 = f(vg[2], x[2], y[2]),
+                 r3 = f(vg[3], x[3], y[3]);
+    if (ga) store4(ga, i, {r0.x, r1.x, r2.x, r3.x});
+    if (gb) store4(gb, i, {r0.y, r1.y, r2.y, r3.y});
   }
   for (int64_t i = 4 * n4 + start; i < n; i += step) {
-    const float2 r = f(g[i], a[i * sa], b[i * sb]);
-    if (ga) ga[i] = r.x;
-    if (gb) gb[i] = r.y;
+    const float2 r = f(to_float(g[i]), to_float(a[i * sa]), to_float(b[i * sb]));
+    if (ga) ga[i] = from_float<T>(r.x);
+    if (gb) gb[i] = from_float<T>(r.y);
   }
 }
 
 // The same with a and b walked through indexers: 1-4 FLOPs, up to 20 B per element (+ index math).
-template <class F>
-__global__ void zip_grad_strided_kernel(const float* __restrict__ g, const float* a, Indexer ia, const float* b,
-                                        Indexer ib, float* __restrict__ ga, float* __restrict__ gb, int64_t n, F f) {
+template <class T, class F>
+__global__ void zip_grad_strided_kernel(const T* __restrict__ g, const T* a, Indexer ia, const T* b, Indexer ib,
+                                        T* __restrict__ ga, T* __restrict__ gb, int64_t n, F f) {
   for (int64_t i = thread_index(); i < n; i += thread_count()) {
-    const float2 r = f(g[i], a[ia.offset(i)], b[ib.offset(i)]);
-    if (ga) ga[i] = r.x;
-    if (gb) gb[i] = r.y;
+    const float2 r = f(to_float(g[i]), to_float(a[ia.offset(i)]), to_float(b[ib.offset(i)]));
+    if (ga) ga[i] = from_float<T>(r.x);
+    if (gb) gb[i] = from_float<T>(r.y);
   }
 }
 
-// out[i] = a[i*sa] (cmp) b[i*sb] as u8, sa, sb in {0, 1}; float4 loads / uchar4 stores for f32 (n4 is 0 for
-// the integer types): 1 comparison, 2 sizeof(T) + 1 B per element at most.
+// out[i] = a[i*sa] (cmp) b[i*sb] as u8, sa, sb in {0, 1}; vector loads / uchar4 stores for f32 and bf16 (n4
+// is 0 for the integer types): 1 comparison, 2 sizeof(T) + 1 B per element at most.
 template <class T, CompareOp Op>
 __global__ void compare_flat_kernel(const T* a, int64_t sa, const T* b, int64_t sb, uint8_t* __restrict__ out,
                                     int64_t n, int64_t n4) {
   const int64_t start = thread_index(), step = thread_count();
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16>) {
     for (int64_t i = start; i < n4; i += step) {
-      const float4 x = load4(a, i, sa), y = load4(b, i, sb);
-      reinterpret_cast<uchar4*>(out)[i] = make_uchar4(compare_f<float, Op>(x.x, y.x), compare_f<float, Op>(x.y, y.y),
-                                                      compare_f<float, Op>(x.z, y.z), compare_f<float, Op>(x.w, y.w));
+      float x[4], y[4];
+      load4(a, i, sa, x);
+      load4(b, i, sb, y);
+      reinterpret_cast<uchar4*>(out)[i] = make_uchar4(compare_f<float, Op>(x[0], y[0]), compare_f<float, Op>(x[1], y[1]),
+                                                      compare_f<float, Op>(x[2], y[2]), compare_f<float, Op>(x[3], y[3]));
     }
   }
-  for (int64_t i = 4 * n4 + start; i < n; i += step) out[i] = compare_f<T, Op>(a[i * sa], b[i * sb]);
+  for (int64_t i = 4 * n4 + start; i < n; i += step)
+    out[i] = compare_elem<T, Op>(a[i * sa], b[i * sb]);
 }
 
 // out[i] = a[ia(i)] (cmp) b[ib(i)] as u8: 1 comparison, 2 sizeof(T) + 1 B per element (+ index math).
@@ -373,129 +419,144 @@ template <class T, CompareOp Op>
 __global__ void compare_strided_kernel(const T* a, Indexer ia, const T* b, Indexer ib, uint8_t* __restrict__ out,
                                        int64_t n) {
   for (int64_t i = thread_index(); i < n; i += thread_count())
-    out[i] = compare_f<T, Op>(a[ia.offset(i)], b[ib.offset(i)]);
+    out[i] = compare_elem<T, Op>(a[ia.offset(i)], b[ib.offset(i)]);
 }
 
 // out[i] = c[i*sc] ? a[i*sa] : b[i*sb] with steps in {0, 1}, out contiguous: 0 FLOP, up to 13 B per element.
-__global__ void where_flat_kernel(const uint8_t* c, int64_t sc, const float* a, int64_t sa, const float* b, int64_t sb,
-                                  float* __restrict__ out, int64_t n, int64_t n4) {
+template <class T>
+__global__ void where_flat_kernel(const uint8_t* c, int64_t sc, const T* a, int64_t sa, const T* b, int64_t sb,
+                                  T* __restrict__ out, int64_t n, int64_t n4) {
   const int64_t start = thread_index(), step = thread_count();
   for (int64_t i = start; i < n4; i += step) {
     const uchar4 m = load4(c, i, sc);
-    const float4 x = load4(a, i, sa), y = load4(b, i, sb);
-    store4(out, i, make_float4(m.x ? x.x : y.x, m.y ? x.y : y.y, m.z ? x.z : y.z, m.w ? x.w : y.w));
+    float x[4], y[4];
+    load4(a, i, sa, x);
+    load4(b, i, sb, y);
+    store4(out, i, {m.x ? x[0] : y[0], m.y ? x[1] : y[1], m.z ? x[2] : y[2], m.w ? x[3] : y[3]});
   }
-  for (int64_t i = 4 * n4 + start; i < n; i += step) out[i] = c[i * sc] ? a[i * sa] : b[i * sb];
+  for (int64_t i = 4 * n4 + start; i < n; i += step)
+    out[i] = from_float<T>(c[i * sc] ? to_float(a[i * sa]) : to_float(b[i * sb]));
 }
 
 // out[i] = c[ic(i)] ? a[ia(i)] : b[ib(i)], out contiguous: 0 FLOP, 13 B per element (+ index math).
-__global__ void where_strided_kernel(const uint8_t* c, Indexer ic, const float* a, Indexer ia, const float* b,
-                                     Indexer ib, float* __restrict__ out, int64_t n) {
+template <class T>
+__global__ void where_strided_kernel(const uint8_t* c, Indexer ic, const T* a, Indexer ia, const T* b, Indexer ib,
+                                     T* __restrict__ out, int64_t n) {
   for (int64_t i = thread_index(); i < n; i += thread_count())
-    out[i] = c[ic.offset(i)] ? a[ia.offset(i)] : b[ib.offset(i)];
+    out[i] = from_float<T>(c[ic.offset(i)] ? to_float(a[ia.offset(i)]) : to_float(b[ib.offset(i)]));
 }
 
 // ga[i] = c[i*sc] ? g[i] : 0, gb[i] = c[i*sc] ? 0 : g[i], sc in {0, 1}; ga or gb null when not wanted:
 // 0 FLOP, up to 13 B per element.
-__global__ void where_grad_flat_kernel(const uint8_t* c, int64_t sc, const float* __restrict__ g,
-                                       float* __restrict__ ga, float* __restrict__ gb, int64_t n, int64_t n4) {
+template <class T>
+__global__ void where_grad_flat_kernel(const uint8_t* c, int64_t sc, const T* __restrict__ g, T* __restrict__ ga,
+                                       T* __restrict__ gb, int64_t n, int64_t n4) {
   const int64_t start = thread_index(), step = thread_count();
   for (int64_t i = start; i < n4; i += step) {
     const uchar4 m = load4(c, i, sc);
-    const float4 v = reinterpret_cast<const float4*>(g)[i];
-    if (ga) store4(ga, i, make_float4(m.x ? v.x : 0.0f, m.y ? v.y : 0.0f, m.z ? v.z : 0.0f, m.w ? v.w : 0.0f));
-    if (gb) store4(gb, i, make_float4(m.x ? 0.0f : v.x, m.y ? 0.0f : v.y, m.z ? 0.0f : v.z, m.w ? 0.0f : v.w));
+    float v[4];
+    load4(g, i, 1, v);
+    if (ga) store4(ga, i, {m.x ? v[0] : 0.0f, m.y ? v[1] : 0.0f, m.z ? v[2] : 0.0f, m.w ? v[3] : 0.0f});
+    if (gb) store4(gb, i, {m.x ? 0.0f : v[0], m.y ? 0.0f : v[1], m.z ? 0.0f : v[2], m.w ? 0.0f : v[3]});
   }
   for (int64_t i = 4 * n4 + start; i < n; i += step) {
     const bool m = c[i * sc] != 0;
-    const float v = g[i];
-    if (ga) ga[i] = m ? v : 0.0f;
-    if (gb) gb[i] = m ? 0.0f : v;
+    const float v = to_float(g[i]);
+    if (ga) ga[i] = from_float<T>(m ? v : 0.0f);
+    if (gb) gb[i] = from_float<T>(m ? 0.0f : v);
   }
 }
 
 // The same with the condition walked through an indexer: 0 FLOP, 13 B per element (+ index math).
-__global__ void where_grad_strided_kernel(const uint8_t* c, Indexer ic, const float* __restrict__ g,
-                                          float* __restrict__ ga, float* __restrict__ gb, int64_t n) {
+template <class T>
+__global__ void where_grad_strided_kernel(const uint8_t* c, Indexer ic, const T* __restrict__ g, T* __restrict__ ga,
+                                          T* __restrict__ gb, int64_t n) {
   for (int64_t i = thread_index(); i < n; i += thread_count()) {
     const bool m = c[ic.offset(i)] != 0;
-    const float v = g[i];
-    if (ga) ga[i] = m ? v : 0.0f;
-    if (gb) gb[i] = m ? 0.0f : v;
+    const float v = to_float(g[i]);
+    if (ga) ga[i] = from_float<T>(m ? v : 0.0f);
+    if (gb) gb[i] = from_float<T>(m ? 0.0f : v);
   }
 }
 
 // y[iy(i)] = fma(alpha, x[ix(i)], y[iy(i)]) in place through y's own strides: 2 FLOPs, 12 B per element.
-__global__ void axpy_strided_kernel(float* y, Indexer iy, const float* x, Indexer ix, float alpha, int64_t n) {
+template <class T>
+__global__ void axpy_strided_kernel(T* y, Indexer iy, const T* x, Indexer ix, float alpha, int64_t n) {
   for (int64_t i = thread_index(); i < n; i += thread_count()) {
     const int64_t oy = iy.offset(i);
-    y[oy] = fmaf(alpha, x[ix.offset(i)], y[oy]);
+    y[oy] = from_float<T>(fmaf(alpha, to_float(x[ix.offset(i)]), to_float(y[oy])));
   }
 }
 
 // y[iy(i)] *= s in place through y's strides: 1 FLOP, 8 B per element.
-__global__ void scale_strided_kernel(float* y, Indexer iy, float s, int64_t n) {
-  for (int64_t i = thread_index(); i < n; i += thread_count()) y[iy.offset(i)] *= s;
+template <class T>
+__global__ void scale_strided_kernel(T* y, Indexer iy, float s, int64_t n) {
+  for (int64_t i = thread_index(); i < n; i += thread_count()) {
+    const int64_t oy = iy.offset(i);
+    y[oy] = from_float<T>(to_float(y[oy]) * s);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Launchers
 
-template <class F>
-void launch_map1(const float* x, float* y, int64_t n, F f, cudaStream_t s) {
-  const int64_t n4 = aligned(x, 16) && aligned(y, 16) ? n / 4 : 0;
-  map1_kernel<F><<<blocks_for(flat_work(n, n4), kThreads), kThreads, 0, s>>>(x, y, n, n4, f);
+template <class T, class F>
+void launch_map1(const T* x, T* y, int64_t n, F f, cudaStream_t s) {
+  const int64_t n4 = aligned(x, kVecBytes<T>) && aligned(y, kVecBytes<T>) ? n / 4 : 0;
+  map1_kernel<T, F><<<blocks_for(flat_work(n, n4), kThreads), kThreads, 0, s>>>(x, y, n, n4, f);
   MOON_CUDA_LAUNCH_CHECK("map1_kernel");
 }
 
-template <class F>
-void launch_map2(const float* u, const float* v, float* y, int64_t n, F f, cudaStream_t s) {
-  const int64_t n4 = aligned(u, 16) && aligned(v, 16) && aligned(y, 16) ? n / 4 : 0;
-  map2_kernel<F><<<blocks_for(flat_work(n, n4), kThreads), kThreads, 0, s>>>(u, v, y, n, n4, f);
+template <class T, class F>
+void launch_map2(const T* u, const T* v, T* y, int64_t n, F f, cudaStream_t s) {
+  const int64_t n4 = aligned(u, kVecBytes<T>) && aligned(v, kVecBytes<T>) && aligned(y, kVecBytes<T>) ? n / 4 : 0;
+  map2_kernel<T, F><<<blocks_for(flat_work(n, n4), kThreads), kThreads, 0, s>>>(u, v, y, n, n4, f);
   MOON_CUDA_LAUNCH_CHECK("map2_kernel");
 }
 
-// out = f(a, b) elementwise; out contiguous with `shape`, a and b expanded to it.
-template <class F>
+// out = f(a, b) elementwise; out contiguous with `shape`, a and b expanded to it, all of storage type T.
+template <class T, class F>
 void launch_zip(const Tensor& out, const Tensor& a, const Tensor& b, F f, cudaStream_t s) {
   const int64_t n = out.numel();
-  const float* pa = cptr<float>(a);
-  const float* pb = cptr<float>(b);
-  float* po = ptr<float>(out);
+  const T* pa = cptr<T>(a);
+  const T* pb = cptr<T>(b);
+  T* po = ptr<T>(out);
   const int fa = flat_step(a), fb = flat_step(b);
   if (fa >= 0 && fb >= 0) {
-    const bool vec = aligned(po, 16) && vec_ok(pa, fa, 16) && vec_ok(pb, fb, 16);
+    constexpr int kB = kVecBytes<T>;
+    const bool vec = aligned(po, kB) && vec_ok(pa, fa, kB) && vec_ok(pb, fb, kB);
     const int64_t n4 = vec ? n / 4 : 0;
-    zip_flat_kernel<F><<<blocks_for(flat_work(n, n4), kThreads), kThreads, 0, s>>>(pa, fa, pb, fb, po, n, n4, f);
+    zip_flat_kernel<T, F><<<blocks_for(flat_work(n, n4), kThreads), kThreads, 0, s>>>(pa, fa, pb, fb, po, n, n4, f);
     MOON_CUDA_LAUNCH_CHECK("zip_flat_kernel");
     return;
   }
   const std::vector<Indexer> ix = merge_dims(out.shape(), {&a.strides(), &b.strides()});
-  zip_strided_kernel<F><<<blocks_for(n, kThreads), kThreads, 0, s>>>(pa, ix[0], pb, ix[1], po, n, f);
+  zip_strided_kernel<T, F><<<blocks_for(n, kThreads), kThreads, 0, s>>>(pa, ix[0], pb, ix[1], po, n, f);
   MOON_CUDA_LAUNCH_CHECK("zip_strided_kernel");
 }
 
-template <class F>
+template <class T, class F>
 void launch_zip_grad(const Tensor& g, const Tensor& a, const Tensor& b, const Tensor& ga, const Tensor& gb, F f,
                      cudaStream_t s) {
   const int64_t n = g.numel();
-  const float* pg = cptr<float>(g);
-  const float* pa = cptr<float>(a);
-  const float* pb = cptr<float>(b);
-  float* pga = ga.defined() ? ptr<float>(ga) : nullptr;
-  float* pgb = gb.defined() ? ptr<float>(gb) : nullptr;
+  const T* pg = cptr<T>(g);
+  const T* pa = cptr<T>(a);
+  const T* pb = cptr<T>(b);
+  T* pga = ptr_or_null<T>(ga);
+  T* pgb = ptr_or_null<T>(gb);
   const int fa = flat_step(a), fb = flat_step(b);
   if (fa >= 0 && fb >= 0) {
-    const bool vec = aligned(pg, 16) && (!pga || aligned(pga, 16)) && (!pgb || aligned(pgb, 16)) &&
-                     vec_ok(pa, fa, 16) && vec_ok(pb, fb, 16);
+    constexpr int kB = kVecBytes<T>;
+    const bool vec = aligned(pg, kB) && (!pga || aligned(pga, kB)) && (!pgb || aligned(pgb, kB)) &&
+                     vec_ok(pa, fa, kB) && vec_ok(pb, fb, kB);
     const int64_t n4 = vec ? n / 4 : 0;
-    zip_grad_flat_kernel<F>
+    zip_grad_flat_kernel<T, F>
         <<<blocks_for(flat_work(n, n4), kThreads), kThreads, 0, s>>>(pg, pa, fa, pb, fb, pga, pgb, n, n4, f);
     MOON_CUDA_LAUNCH_CHECK("zip_grad_flat_kernel");
     return;
   }
   const std::vector<Indexer> ix = merge_dims(g.shape(), {&a.strides(), &b.strides()});
-  zip_grad_strided_kernel<F><<<blocks_for(n, kThreads), kThreads, 0, s>>>(pg, pa, ix[0], pb, ix[1], pga, pgb, n, f);
+  zip_grad_strided_kernel<T, F><<<blocks_for(n, kThreads), kThreads, 0, s>>>(pg, pa, ix[0], pb, ix[1], pga, pgb, n, f);
   MOON_CUDA_LAUNCH_CHECK("zip_grad_strided_kernel");
 }
 
@@ -507,7 +568,9 @@ void launch_compare(const Tensor& out, const Tensor& a, const Tensor& b, cudaStr
   uint8_t* po = ptr<uint8_t>(out);
   const int fa = flat_step(a), fb = flat_step(b);
   if (fa >= 0 && fb >= 0) {
-    const bool vec = std::is_same_v<T, float> && aligned(po, 4) && vec_ok(pa, fa, 16) && vec_ok(pb, fb, 16);
+    constexpr bool kFloating = std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16>;
+    constexpr int kB = 4 * static_cast<int>(sizeof(T));
+    const bool vec = kFloating && aligned(po, 4) && vec_ok(pa, fa, kB) && vec_ok(pb, fb, kB);
     const int64_t n4 = vec ? n / 4 : 0;
     compare_flat_kernel<T, Op><<<blocks_for(flat_work(n, n4), kThreads), kThreads, 0, s>>>(pa, fa, pb, fb, po, n, n4);
     MOON_CUDA_LAUNCH_CHECK("compare_flat_kernel");
@@ -579,12 +642,16 @@ void unary_forward(UnaryOp op, float p0, float p1, const Tensor& x, const Tensor
   const int64_t n = y.numel();
   if (n == 0) return;
   DeviceGuard guard(y.device());
+  check_dtype("unary", y, x);
   const cudaStream_t s = stream_of(y);
-  const float* px = cptr<float>(x);
-  float* py = ptr<float>(y);
-  with_unary_op(op, [&](auto tag) {
-    constexpr UnaryOp kOp = decltype(tag)::value;
-    launch_map1(px, py, n, UnaryFwd<kOp>{p0, p1}, s);
+  visit_float("unary", y, [&](auto storage) {
+    using T = decltype(storage);
+    const T* px = cptr<T>(x);
+    T* py = ptr<T>(y);
+    with_unary_op(op, [&](auto tag) {
+      constexpr UnaryOp kOp = decltype(tag)::value;
+      launch_map1(px, py, n, UnaryFwd<kOp>{p0, p1}, s);
+    });
   });
 }
 
@@ -593,18 +660,24 @@ void unary_backward(UnaryOp op, float p0, float p1, const Tensor& x, const Tenso
   const int64_t n = dx.numel();
   if (n == 0) return;
   DeviceGuard guard(dx.device());
+  check_dtype("unary backward", dx, g);
+  check_dtype("unary backward", dx, x);
+  check_dtype("unary backward", dx, y);
   const cudaStream_t s = stream_of(dx);
-  const float* pg = cptr<float>(g);
-  float* pd = ptr<float>(dx);
-  with_unary_op(op, [&](auto tag) {
-    constexpr UnaryOp kOp = decltype(tag)::value;
-    if constexpr (kOp == UnaryOp::Neg || kOp == UnaryOp::AddScalar || kOp == UnaryOp::Scale) {
-      launch_map1(pg, pd, n, UnaryGradOfG<kOp>{p0, p1}, s);
-    } else {
-      const Tensor& v = y.defined() ? y : x;  // the op layer passes only what unary_backward_needs(op) names
-      MOON_CHECK(v.defined(), "unary backward: the saved input / output is missing");
-      launch_map2(cptr<float>(v), pg, pd, n, UnaryGrad<kOp>{p0, p1}, s);
-    }
+  visit_float("unary backward", dx, [&](auto storage) {
+    using T = decltype(storage);
+    const T* pg = cptr<T>(g);
+    T* pd = ptr<T>(dx);
+    with_unary_op(op, [&](auto tag) {
+      constexpr UnaryOp kOp = decltype(tag)::value;
+      if constexpr (kOp == UnaryOp::Neg || kOp == UnaryOp::AddScalar || kOp == UnaryOp::Scale) {
+        launch_map1(pg, pd, n, UnaryGradOfG<kOp>{p0, p1}, s);
+      } else {
+        const Tensor& v = y.defined() ? y : x;  // the op layer passes only what unary_backward_needs(op) names
+        MOON_CHECK(v.defined(), "unary backward: the saved input / output is missing");
+        launch_map2(cptr<T>(v), pg, pd, n, UnaryGrad<kOp>{p0, p1}, s);
+      }
+    });
   });
 }
 
@@ -613,35 +686,49 @@ void scale_inplace(const Tensor& a, double s) {
   if (n == 0) return;
   DeviceGuard guard(a.device());
   const cudaStream_t st = stream_of(a);
-  float* p = ptr<float>(a);
   const float f = static_cast<float>(s);
-  if (a.is_contiguous()) return launch_map1(p, p, n, ScaleBy{f}, st);
-  const Indexer iy = make_indexer(a);
-  scale_strided_kernel<<<blocks_for(n, kThreads), kThreads, 0, st>>>(p, iy, f, n);
-  MOON_CUDA_LAUNCH_CHECK("scale_strided_kernel");
+  visit_float("mul_", a, [&](auto storage) {
+    using T = decltype(storage);
+    T* p = ptr<T>(a);
+    if (a.is_contiguous()) return launch_map1(p, p, n, ScaleBy{f}, st);
+    const Indexer iy = make_indexer(a);
+    scale_strided_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, st>>>(p, iy, f, n);
+    MOON_CUDA_LAUNCH_CHECK("scale_strided_kernel");
+  });
 }
 
 void binary_forward(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
   if (out.numel() == 0) return;
   DeviceGuard guard(out.device());
+  check_dtype("binary", out, a);
+  check_dtype("binary", out, b);
   const cudaStream_t s = stream_of(out);
-  with_binary_op(op, [&](auto tag) { launch_zip(out, a, b, BinaryFwd<decltype(tag)::value>{}, s); });
+  visit_float("binary", out, [&](auto storage) {
+    using T = decltype(storage);
+    with_binary_op(op, [&](auto tag) { launch_zip<T>(out, a, b, BinaryFwd<decltype(tag)::value>{}, s); });
+  });
 }
 
 void binary_backward(BinaryOp op, const Tensor& g, const Tensor& a, const Tensor& b, const Tensor& ga,
                      const Tensor& gb) {
   if (g.numel() == 0 || (!ga.defined() && !gb.defined())) return;
   DeviceGuard guard(g.device());
+  for (const Tensor* t : {&a, &b, &ga, &gb}) check_dtype("binary backward", g, *t);
   const cudaStream_t s = stream_of(g);
-  with_binary_op(op, [&](auto tag) { launch_zip_grad(g, a, b, ga, gb, BinaryGrad<decltype(tag)::value>{}, s); });
+  visit_float("binary backward", g, [&](auto storage) {
+    using T = decltype(storage);
+    with_binary_op(op, [&](auto tag) { launch_zip_grad<T>(g, a, b, ga, gb, BinaryGrad<decltype(tag)::value>{}, s); });
+  });
 }
 
 void compare_forward(CompareOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
   if (out.numel() == 0) return;
   DeviceGuard guard(out.device());
+  check_dtype("compare", a, b);
   const cudaStream_t s = stream_of(out);
   switch (a.dtype()) {
     case DType::F32: return compare_typed<float>(op, out, a, b, s);
+    case DType::BF16: return compare_typed<__nv_bfloat16>(op, out, a, b, s);
     case DType::I64: return compare_typed<int64_t>(op, out, a, b, s);
     case DType::I32: return compare_typed<int32_t>(op, out, a, b, s);
     case DType::U8: return compare_typed<uint8_t>(op, out, a, b, s);
@@ -654,56 +741,73 @@ void axpy_inplace(const Tensor& y, const Tensor& x, double alpha) {
   const int64_t n = y.numel();
   if (n == 0) return;
   DeviceGuard guard(y.device());
+  check_dtype("add_", y, x);
   const cudaStream_t s = stream_of(y);
   const float al = static_cast<float>(alpha);
-  if (y.is_contiguous() && flat_step(x) >= 0) return launch_zip(y, y, x, Axpy{al}, s);  // out = y in place
-  const std::vector<Indexer> ix = merge_dims(y.shape(), {&y.strides(), &x.strides()});
-  axpy_strided_kernel<<<blocks_for(n, kThreads), kThreads, 0, s>>>(ptr<float>(y), ix[0], cptr<float>(x), ix[1], al, n);
-  MOON_CUDA_LAUNCH_CHECK("axpy_strided_kernel");
+  visit_float("add_", y, [&](auto storage) {
+    using T = decltype(storage);
+    if (y.is_contiguous() && flat_step(x) >= 0) return launch_zip<T>(y, y, x, Axpy{al}, s);  // out = y in place
+    const std::vector<Indexer> ix = merge_dims(y.shape(), {&y.strides(), &x.strides()});
+    axpy_strided_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, s>>>(ptr<T>(y), ix[0], cptr<T>(x), ix[1], al, n);
+    MOON_CUDA_LAUNCH_CHECK("axpy_strided_kernel");
+  });
 }
 
 void where_forward(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) {
   const int64_t n = out.numel();
   if (n == 0) return;
   DeviceGuard guard(out.device());
+  check_dtype("where", out, a);
+  check_dtype("where", out, b);
   const cudaStream_t s = stream_of(out);
   const uint8_t* pc = cptr<uint8_t>(cond);
-  const float* pa = cptr<float>(a);
-  const float* pb = cptr<float>(b);
-  float* po = ptr<float>(out);
-  const int fc = flat_step(cond), fa = flat_step(a), fb = flat_step(b);
-  if (fc >= 0 && fa >= 0 && fb >= 0) {
-    const bool vec = aligned(po, 16) && vec_ok(pc, fc, 4) && vec_ok(pa, fa, 16) && vec_ok(pb, fb, 16);
-    const int64_t n4 = vec ? n / 4 : 0;
-    where_flat_kernel<<<blocks_for(flat_work(n, n4), kThreads), kThreads, 0, s>>>(pc, fc, pa, fa, pb, fb, po, n, n4);
-    MOON_CUDA_LAUNCH_CHECK("where_flat_kernel");
-    return;
-  }
-  const std::vector<Indexer> ix = merge_dims(out.shape(), {&cond.strides(), &a.strides(), &b.strides()});
-  where_strided_kernel<<<blocks_for(n, kThreads), kThreads, 0, s>>>(pc, ix[0], pa, ix[1], pb, ix[2], po, n);
-  MOON_CUDA_LAUNCH_CHECK("where_strided_kernel");
+  visit_float("where", out, [&](auto storage) {
+    using T = decltype(storage);
+    const T* pa = cptr<T>(a);
+    const T* pb = cptr<T>(b);
+    T* po = ptr<T>(out);
+    const int fc = flat_step(cond), fa = flat_step(a), fb = flat_step(b);
+    if (fc >= 0 && fa >= 0 && fb >= 0) {
+      constexpr int kB = kVecBytes<T>;
+      const bool vec = aligned(po, kB) && vec_ok(pc, fc, 4) && vec_ok(pa, fa, kB) && vec_ok(pb, fb, kB);
+      const int64_t n4 = vec ? n / 4 : 0;
+      where_flat_kernel<T>
+          <<<blocks_for(flat_work(n, n4), kThreads), kThreads, 0, s>>>(pc, fc, pa, fa, pb, fb, po, n, n4);
+      MOON_CUDA_LAUNCH_CHECK("where_flat_kernel");
+      return;
+    }
+    const std::vector<Indexer> ix = merge_dims(out.shape(), {&cond.strides(), &a.strides(), &b.strides()});
+    where_strided_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, s>>>(pc, ix[0], pa, ix[1], pb, ix[2], po, n);
+    MOON_CUDA_LAUNCH_CHECK("where_strided_kernel");
+  });
 }
 
 void where_backward(const Tensor& cond, const Tensor& g, const Tensor& ga, const Tensor& gb) {
   const int64_t n = g.numel();
   if (n == 0 || (!ga.defined() && !gb.defined())) return;
   DeviceGuard guard(g.device());
+  check_dtype("where backward", g, ga);
+  check_dtype("where backward", g, gb);
   const cudaStream_t s = stream_of(g);
   const uint8_t* pc = cptr<uint8_t>(cond);
-  const float* pg = cptr<float>(g);
-  float* pga = ga.defined() ? ptr<float>(ga) : nullptr;
-  float* pgb = gb.defined() ? ptr<float>(gb) : nullptr;
-  const int fc = flat_step(cond);
-  if (fc >= 0) {
-    const bool vec = aligned(pg, 16) && (!pga || aligned(pga, 16)) && (!pgb || aligned(pgb, 16)) && vec_ok(pc, fc, 4);
-    const int64_t n4 = vec ? n / 4 : 0;
-    where_grad_flat_kernel<<<blocks_for(flat_work(n, n4), kThreads), kThreads, 0, s>>>(pc, fc, pg, pga, pgb, n, n4);
-    MOON_CUDA_LAUNCH_CHECK("where_grad_flat_kernel");
-    return;
-  }
-  const Indexer ic = make_indexer(cond);
-  where_grad_strided_kernel<<<blocks_for(n, kThreads), kThreads, 0, s>>>(pc, ic, pg, pga, pgb, n);
-  MOON_CUDA_LAUNCH_CHECK("where_grad_strided_kernel");
+  visit_float("where backward", g, [&](auto storage) {
+    using T = decltype(storage);
+    const T* pg = cptr<T>(g);
+    T* pga = ptr_or_null<T>(ga);
+    T* pgb = ptr_or_null<T>(gb);
+    const int fc = flat_step(cond);
+    if (fc >= 0) {
+      constexpr int kB = kVecBytes<T>;
+      const bool vec = aligned(pg, kB) && (!pga || aligned(pga, kB)) && (!pgb || aligned(pgb, kB)) && vec_ok(pc, fc, 4);
+      const int64_t n4 = vec ? n / 4 : 0;
+      where_grad_flat_kernel<T><<<blocks_for(flat_work(n, n4), kThreads), kThreads, 0, s>>>(pc, fc, pg, pga, pgb, n, n4);
+      MOON_CUDA_LAUNCH_CHECK("where_grad_flat_kernel");
+      return;
+    }
+    const Indexer ic = make_indexer(cond);
+    where_grad_strided_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, s>>>(pc, ic, pg, pga, pgb, n);
+    MOON_CUDA_LAUNCH_CHECK("where_grad_strided_kernel");
+  });
 }
 
 }  // namespace moon::cuda

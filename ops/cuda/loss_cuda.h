@@ -16,6 +16,7 @@ struct CeParams {
 
 namespace cuda {
 
+// Logits and dx are f32 or bf16 (bf16 activations: computed in f32, dx rounded once); probs, loss f32.
 // Per row i of logits (N, C) (unit column stride, any row stride): loss_i = lse(x_i) - (1-s) x_i[t_i] -
 // s mean(x_i), or 0 when t_i == ignore_index; loss (0-d) = sum_i loss_i / count (0 when count == 0). When
 // probs is defined also probs[i, :] = softmax(x_i) (dense (N, C); ignored rows left unwritten). Targets

@@ -1,5 +1,7 @@
 // CUDA rope (ops/rope.cpp): the cos/sin tables computed on the device in double, exactly as the CPU builds
 // them, and the rotation of each (b, h, t) row, written without contraction so it rounds like the CPU.
+// bf16 activations: x and y are stored as T (float or __nv_bfloat16), rotated in f32 and rounded once on store
+// (the f32 rotation of the widened x, rounded, bit for bit); the tables are always f32.
 #include <cmath>
 
 #include "ops/cuda/norm_cuda.h"
@@ -27,19 +29,20 @@ __global__ void rope_tables_kernel(const P* __restrict__ pos, bool per_batch, in
 
 // y[.., i] = x1 c - x2 s', y[.., i + half] = x2 c + x1 s' with s' = sign * s, per pair of a (B, H, T, D) row.
 // Per pair: 6 FLOP, 16 bytes of x/y (+8 of tables, shared by the H heads).
-__global__ void rope_kernel(const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ cos_t,
+template <class S>  // storage type (T is the sequence length here)
+__global__ void rope_kernel(const S* __restrict__ x, S* __restrict__ y, const float* __restrict__ cos_t,
                             const float* __restrict__ sin_t, int64_t H, int64_t T, int64_t half, int64_t pairs,
                             float sign) {
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < pairs; e += int64_t{gridDim.x} * blockDim.x) {
     const int64_t i = e % half, row = e / half;  // row = (b*H + h)*T + t
     const int64_t t = row % T, b = row / (H * T);
     const int64_t tab = (b * T + t) * half + i;
-    const float* xr = x + row * 2 * half;
-    float* yr = y + row * 2 * half;
+    const S* xr = x + row * 2 * half;
+    S* yr = y + row * 2 * half;
     const float c = cos_t[tab], sn = sign * sin_t[tab];
-    const float x1 = xr[i], x2 = xr[i + half];
-    yr[i] = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, sn));
-    yr[i + half] = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, sn));
+    const float x1 = to_float(xr[i]), x2 = to_float(xr[i + half]);
+    yr[i] = from_float<S>(__fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, sn)));
+    yr[i + half] = from_float<S>(__fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, sn)));
   }
 }
 
@@ -73,9 +76,12 @@ void rope(const Tensor& x, const Tensor& y, const Tensor& cos_t, const Tensor& s
   if (pairs == 0) return;
   DeviceGuard guard(x.device());
   constexpr int kThreads = 256;
-  rope_kernel<<<blocks_for(pairs, kThreads), kThreads, 0, stream_of(x)>>>(
-      cptr<float>(x), ptr<float>(y), cptr<float>(cos_t), cptr<float>(sin_t), H, T, half, pairs, sign);
-  MOON_CUDA_LAUNCH_CHECK("rope_kernel");
+  visit_float("rope", x, [&](auto tag) {
+    using S = decltype(tag);
+    rope_kernel<S><<<blocks_for(pairs, kThreads), kThreads, 0, stream_of(x)>>>(
+        cptr<S>(x), ptr<S>(y), cptr<float>(cos_t), cptr<float>(sin_t), H, T, half, pairs, sign);
+    MOON_CUDA_LAUNCH_CHECK("rope_kernel");
+  });
 }
 
 }  // namespace moon::cuda

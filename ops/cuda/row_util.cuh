@@ -1,7 +1,8 @@
 // Row-wise kernel plumbing shared by ops/cuda/norm_cuda.cu and ops/cuda/loss_cuda.cu: warp-per-row or
 // block-per-row geometry with the matching reductions, kW-wide (float4 or scalar) loads and stores, the
 // online max / sum-of-exp statistics of a row, and the launch that picks the geometry from the row length.
-// CUDA-only header.
+// Rows are stored as T = float or __nv_bfloat16 (bf16 activations): loaded to f32, computed in f32, rounded
+// once on store. CUDA-only header.
 #pragma once
 
 #include "runtime/cuda/kernel_util.cuh"
@@ -26,25 +27,16 @@ struct Row {
   __device__ static float max(float v, float* scratch) { return kWarpRow ? warp_max(v) : block_max(v, scratch); }
 };
 
-// kW consecutive floats: one float4 (kW == 4, 16-byte aligned) or one float.
-template <int kW>
-__device__ __forceinline__ void load(const float* p, float (&v)[kW]) {
-  if constexpr (kW == 4) {
-    const float4 t = *reinterpret_cast<const float4*>(p);
-    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-  } else {
-    v[0] = *p;
-  }
+// kW consecutive elements of storage type T (float or __nv_bfloat16) as floats: one vector access (kW == 4,
+// the pointer aligned to kVecBytes<T>: float4 or 4 bf16 in 8 bytes) or one scalar; stores round to T once.
+template <int kW, class T>
+__device__ __forceinline__ void load(const T* p, float (&v)[kW]) {
+  load_floats<kW>(p, v);
 }
-template <int kW>
-__device__ __forceinline__ void store(float* p, const float (&v)[kW]) {
-  if constexpr (kW == 4) {
-    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-  } else {
-    *p = v[0];
-  }
+template <int kW, class T>
+__device__ __forceinline__ void store(T* p, const float (&v)[kW]) {
+  store_floats<kW>(p, v);
 }
-
 
 // A row's max M, sum S of exp(x - M) and, with kSumX, its plain sum, in one online pass over its kW-groups:
 // each thread keeps a running max and rescales its sum when the max grows, then the row's threads combine
@@ -52,8 +44,8 @@ __device__ __forceinline__ void store(float* p, const float (&v)[kW]) {
 struct RowSoftmaxStats {
   float max, sum_exp, sum;
 };
-template <bool kWarpRow, int kW, bool kSumX>
-__device__ __forceinline__ RowSoftmaxStats row_softmax_stats(const float* xr, int64_t groups, float* scratch) {
+template <bool kWarpRow, int kW, bool kSumX, class T>
+__device__ __forceinline__ RowSoftmaxStats row_softmax_stats(const T* xr, int64_t groups, float* scratch) {
   using R = Row<kWarpRow>;
   float m = -INFINITY, s = 0.0f, sx = 0.0f;
   for (int64_t gi = R::lane(); gi < groups; gi += R::width()) {
