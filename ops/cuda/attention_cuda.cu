@@ -1,4 +1,4 @@
-// Scaled-dot-product attention on CUDA, forward and backward, FlashAttention-2 style (f32, SIMT FMA).
+// Scaled-dot-product attention on CUDA, forward and backward, FlashAttention-2 style (f32 arithmetic, SIMT FMA).
 //
 //   out = softmax(scale * q k^T + mask) v   per (batch, q head), lse = log-sum-exp of each score row
 //
@@ -18,6 +18,11 @@
 // rows (queries or keys) ty + 16 i and columns d = tx + 16 j. Rows of Q/K/V tiles in shared memory are padded
 // to an odd stride (DMAX + 1) and score tiles to BC + 16 floats, so the reads of a warp hit distinct banks or
 // broadcast.
+// Storage: q, k, v, out, dout, dq, dk, dv are f32 or bf16 (T, one dtype per call); lse and the delta pre-pass
+// stay f32. The global loads convert T to f32 as they fill the f32 shared-memory tiles (load_tile) and every
+// store rounds once (from_float<T>), so the arithmetic is the f32 kernel's, operation for operation: a bf16
+// result equals the f32 kernel's result on the widened inputs, rounded to bf16, bit for bit.
+// The byte counts in the kernels' comments are for f32 storage; bf16 halves those of the T operands.
 #include "ops/cuda/attention_cuda.h"
 
 #include <cmath>
@@ -33,6 +38,23 @@ using cpu::AttnParams;
 using cpu::AttnTensors;
 
 namespace {
+
+// The operands with pointers of storage type T (float or __nv_bfloat16); strides in elements. lse stays f32.
+template <class T>
+struct Operands {
+  const T* q; int64_t q_stride[4];
+  const T* k; int64_t k_stride[4];
+  const T* v; int64_t v_stride[4];
+  T* out;     int64_t out_stride[4];
+  float* lse;
+};
+template <class T>
+struct GradOperands {
+  const T* dout; int64_t dout_stride[4];
+  T* dq;         int64_t dq_stride[4];
+  T* dk;         int64_t dk_stride[4];
+  T* dv;         int64_t dv_stride[4];
+};
 
 constexpr int kThreads = 256;  // 16 x 16
 constexpr int kMaxHeadSize = 256;
@@ -51,13 +73,14 @@ __device__ __forceinline__ float sum16(float v) {
 }
 
 // sm[r * LD + c] = src[r * rs + c * cs] for r < rows and c < D, 0 elsewhere, for r < ROWS, c < DMAX: a tile
-// of a strided (T x D) matrix (coalesced when cs == 1). 0 FLOP, 4 bytes per element.
-template <int ROWS, int DMAX, int LD>
-__device__ __forceinline__ void load_tile(float* __restrict__ sm, const float* __restrict__ src, int64_t rs,
+// of a strided (rows x D) matrix of storage type T, widened to f32 (exact for bf16), coalesced when cs == 1.
+// 0 FLOP, sizeof(T) bytes per element.
+template <int ROWS, int DMAX, int LD, class T>
+__device__ __forceinline__ void load_tile(float* __restrict__ sm, const T* __restrict__ src, int64_t rs,
                                           int64_t cs, int64_t rows, int D) {
   for (int e = threadIdx.x; e < ROWS * DMAX; e += kThreads) {
     const int r = e / DMAX, c = e % DMAX;
-    sm[r * LD + c] = (r < rows && c < D) ? src[r * rs + c * cs] : 0.f;
+    sm[r * LD + c] = (r < rows && c < D) ? to_float(src[r * rs + c * cs]) : 0.f;
   }
 }
 
@@ -182,8 +205,8 @@ struct Tiles {
 // out and lse of BR queries of one (b, h), grid (q tiles * B * Hq), last query tiles first. Per key tile:
 // S = Q K^T and O += P V (4 BR BC D flops), BR BC exps. Per head 4 Tq Tk D flops (about half under causality);
 // bytes: q and out once (8 Tq D) plus k and v once per query tile (8 Tk D Tq / BR).
-template <int DMAX, int BR, int BC>
-__global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const AttnParams p, const AttnTensors t,
+template <class T, int DMAX, int BR, int BC>
+__global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const AttnParams p, const Operands<T> t,
                                                                 int64_t q_tiles) {
   constexpr int LD = DMAX + 1, LDP = BC + 16, TM = BR / 16, TN = BC / 16, TD = DMAX / 16;
   extern __shared__ float smem[];
@@ -195,8 +218,8 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const AttnParam
   const int64_t bh = blk % heads, qt = q_tiles - 1 - blk / heads;
   const int64_t b = bh / p.Hq, h = bh % p.Hq, kvh = h / (p.Hq / p.Hkv);
   const int64_t i0 = qt * BR, rows = min64(BR, p.Tq - i0);
-  const float* k = t.k + b * t.k_stride[0] + kvh * t.k_stride[1];
-  const float* v = t.v + b * t.v_stride[0] + kvh * t.v_stride[1];
+  const T* k = t.k + b * t.k_stride[0] + kvh * t.k_stride[1];
+  const T* v = t.v + b * t.v_stride[0] + kvh * t.v_stride[1];
   load_tile<BR, DMAX, LD>(sQ, t.q + b * t.q_stride[0] + h * t.q_stride[1] + i0 * t.q_stride[2], t.q_stride[2],
                           t.q_stride[3], rows, D);
 
@@ -261,7 +284,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const AttnParam
   }
 
   float* lse = t.lse ? t.lse + bh * p.Tq + i0 : nullptr;
-  float* out = t.out + b * t.out_stride[0] + h * t.out_stride[1] + i0 * t.out_stride[2];
+  T* out = t.out + b * t.out_stride[0] + h * t.out_stride[1] + i0 * t.out_stride[2];
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
     const int r = ty + 16 * i;
@@ -272,7 +295,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const AttnParam
 #pragma unroll
     for (int d = 0; d < TD; ++d) {
       const int c = tx + 16 * d;
-      if (c < D) out[r * t.out_stride[2] + c * t.out_stride[3]] = o[i][d] * inv;
+      if (c < D) out[r * t.out_stride[2] + c * t.out_stride[3]] = from_float<T>(o[i][d] * inv);
     }
   }
 }
@@ -282,17 +305,19 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(const AttnParam
 
 // delta[r] = sum_d dO[r, d] * O[r, d] for the B*Hq*Tq query rows r, one warp per row (double accumulation,
 // as on the CPU): 2 D flops, 8 D + 4 bytes per row.
-__global__ void __launch_bounds__(kThreads) attention_delta_kernel(const AttnParams p, const AttnTensors t,
-                                                                  const AttnGradTensors g, float* delta) {
+template <class T>
+__global__ void __launch_bounds__(kThreads) attention_delta_kernel(const AttnParams p, const Operands<T> t,
+                                                                  const GradOperands<T> g, float* delta) {
   constexpr int kWarps = kThreads / 32;
   const int lane = threadIdx.x % 32;
   const int64_t rows = p.B * p.Hq * p.Tq;
   for (int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32; r < rows; r += int64_t{gridDim.x} * kWarps) {
     const int64_t i = r % p.Tq, bh = r / p.Tq, h = bh % p.Hq, b = bh / p.Hq;
-    const float* o = t.out + b * t.out_stride[0] + h * t.out_stride[1] + i * t.out_stride[2];
-    const float* dout = g.dout + b * g.dout_stride[0] + h * g.dout_stride[1] + i * g.dout_stride[2];
+    const T* o = t.out + b * t.out_stride[0] + h * t.out_stride[1] + i * t.out_stride[2];
+    const T* dout = g.dout + b * g.dout_stride[0] + h * g.dout_stride[1] + i * g.dout_stride[2];
     double sum = 0;
-    for (int64_t d = lane; d < p.D; d += 32) sum += double(o[d * t.out_stride[3]]) * double(dout[d * g.dout_stride[3]]);
+    for (int64_t d = lane; d < p.D; d += 32)
+      sum += double(to_float(o[d * t.out_stride[3]])) * double(to_float(dout[d * g.dout_stride[3]]));
     for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
     if (lane == 0) delta[r] = float(sum);
   }
@@ -303,9 +328,9 @@ __global__ void __launch_bounds__(kThreads) attention_delta_kernel(const AttnPar
 // P = exp(scale S - lse), dS = P (dP - Delta) (BR BC exps), dV += P^T dO, dK += dS^T Q (4 BR BC D flops).
 // Per kv head 8 group Tq Tk D flops (about half under causality); bytes: k, v, dk, dv once (16 Tk D) plus
 // q and dout once per key tile (8 group Tq D Tk / BC).
-template <int DMAX, int BR, int BC>
-__global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const AttnParams p, const AttnTensors t,
-                                                                 const AttnGradTensors g, const float* delta) {
+template <class T, int DMAX, int BR, int BC>
+__global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const AttnParams p, const Operands<T> t,
+                                                                 const GradOperands<T> g, const float* delta) {
   constexpr int LD = DMAX + 1, LDP = BC + 16, TM = BR / 16, TN = BC / 16, TD = DMAX / 16;
   extern __shared__ float smem[];
   float* sK = smem;              // [BC][LD]
@@ -340,8 +365,8 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const AttnPara
   const int64_t i_first = p.causal ? max64(0, j0 - p.q_offset) : 0;  // first query that sees key j0
   for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
     const int64_t bh = b * p.Hq + h;
-    const float* q = t.q + b * t.q_stride[0] + h * t.q_stride[1];
-    const float* dout = g.dout + b * g.dout_stride[0] + h * g.dout_stride[1];
+    const T* q = t.q + b * t.q_stride[0] + h * t.q_stride[1];
+    const T* dout = g.dout + b * g.dout_stride[0] + h * g.dout_stride[1];
     for (int64_t i0 = i_first / BR * BR; i0 < p.Tq; i0 += BR) {
       const int64_t rows = min64(BR, p.Tq - i0);
       __syncthreads();  // the previous step's reads of sQ, sdO, sP, sdS are done (and sK, sV are loaded)
@@ -400,8 +425,8 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const AttnPara
     }
   }
 
-  float* dkp = g.dk + b * g.dk_stride[0] + kvh * g.dk_stride[1] + j0 * g.dk_stride[2];
-  float* dvp = g.dv + b * g.dv_stride[0] + kvh * g.dv_stride[1] + j0 * g.dv_stride[2];
+  T* dkp = g.dk + b * g.dk_stride[0] + kvh * g.dk_stride[1] + j0 * g.dk_stride[2];
+  T* dvp = g.dv + b * g.dv_stride[0] + kvh * g.dv_stride[1] + j0 * g.dv_stride[2];
 #pragma unroll
   for (int u = 0; u < TK; ++u) {
     const int r = ty + 16 * u;
@@ -410,8 +435,8 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const AttnPara
     for (int c = 0; c < TD; ++c) {
       const int d = tx + 16 * c;
       if (d >= D) continue;
-      dkp[r * g.dk_stride[2] + d * g.dk_stride[3]] = dk[u][c] * p.scale;
-      dvp[r * g.dv_stride[2] + d * g.dv_stride[3]] = dv[u][c];
+      dkp[r * g.dk_stride[2] + d * g.dk_stride[3]] = from_float<T>(dk[u][c] * p.scale);
+      dvp[r * g.dv_stride[2] + d * g.dv_stride[3]] = from_float<T>(dv[u][c]);
     }
   }
 }
@@ -420,9 +445,9 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const AttnPara
 // dP = dO V^T (4 BR BC D flops), P = exp(scale S - lse), dS = P (dP - Delta) (BR BC exps), dQ += dS K
 // (2 BR BC D flops). Per head 6 Tq Tk D flops (about half under causality); bytes: q, dout, dq once
 // (12 Tq D) plus k and v once per query tile (8 Tk D Tq / BR).
-template <int DMAX, int BR, int BC>
-__global__ void __launch_bounds__(kThreads) attention_dq_kernel(const AttnParams p, const AttnTensors t,
-                                                               const AttnGradTensors g, const float* delta,
+template <class T, int DMAX, int BR, int BC>
+__global__ void __launch_bounds__(kThreads) attention_dq_kernel(const AttnParams p, const Operands<T> t,
+                                                               const GradOperands<T> g, const float* delta,
                                                                int64_t q_tiles) {
   constexpr int LD = DMAX + 1, LDP = BC + 16, TM = BR / 16, TN = BC / 16, TD = DMAX / 16;
   extern __shared__ float smem[];
@@ -440,8 +465,8 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const AttnParams
                           t.q_stride[3], rows, D);
   load_tile<BR, DMAX, LD>(sdO, g.dout + b * g.dout_stride[0] + h * g.dout_stride[1] + i0 * g.dout_stride[2],
                           g.dout_stride[2], g.dout_stride[3], rows, D);
-  const float* k = t.k + b * t.k_stride[0] + kvh * t.k_stride[1];
-  const float* v = t.v + b * t.v_stride[0] + kvh * t.v_stride[1];
+  const T* k = t.k + b * t.k_stride[0] + kvh * t.k_stride[1];
+  const T* v = t.v + b * t.v_stride[0] + kvh * t.v_stride[1];
 
   float lse_r[TM], delta_r[TM], dq[TM][TD];
 #pragma unroll
@@ -487,7 +512,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const AttnParams
     tile_ab<TM, TD, BC, LDP, LD>(sdS, sK, ty, tx, dq);  // dQ += dS K
   }
 
-  float* dqp = g.dq + b * g.dq_stride[0] + h * g.dq_stride[1] + i0 * g.dq_stride[2];
+  T* dqp = g.dq + b * g.dq_stride[0] + h * g.dq_stride[1] + i0 * g.dq_stride[2];
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
     const int r = ty + 16 * i;
@@ -495,7 +520,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const AttnParams
 #pragma unroll
     for (int c = 0; c < TD; ++c) {
       const int d = tx + 16 * c;
-      if (d < D) dqp[r * g.dq_stride[2] + d * g.dq_stride[3]] = dq[i][c] * p.scale;
+      if (d < D) dqp[r * g.dq_stride[2] + d * g.dq_stride[3]] = from_float<T>(dq[i][c] * p.scale);
     }
   }
 }
@@ -530,40 +555,40 @@ unsigned prepare_launch(Kernel kernel, int64_t blocks, size_t smem, Device devic
   return unsigned(blocks);
 }
 
-template <int DMAX>
-void forward_impl(Device device, const AttnParams& p, const AttnTensors& t) {
-  using T = Tiles<DMAX>;
-  constexpr int BR = T::kFwdBR, BC = T::kFwdBC;
+template <class T, int DMAX>
+void forward_impl(Device device, const AttnParams& p, const Operands<T>& t) {
+  using Tl = Tiles<DMAX>;
+  constexpr int BR = Tl::kFwdBR, BC = Tl::kFwdBC;
   const int64_t q_tiles = num_tiles(p.Tq, BR), blocks = q_tiles * p.B * p.Hq;
   if (blocks == 0) return;
-  auto kernel = attention_fwd_kernel<DMAX, BR, BC>;
-  const unsigned grid = prepare_launch(kernel, blocks, T::fwd_smem(), device, "attention_fwd_kernel");
-  kernel<<<grid, kThreads, T::fwd_smem(), stream(device)>>>(p, t, q_tiles);
+  auto kernel = attention_fwd_kernel<T, DMAX, BR, BC>;
+  const unsigned grid = prepare_launch(kernel, blocks, Tl::fwd_smem(), device, "attention_fwd_kernel");
+  kernel<<<grid, kThreads, Tl::fwd_smem(), stream(device)>>>(p, t, q_tiles);
   MOON_CUDA_LAUNCH_CHECK("attention_fwd_kernel");
 }
 
-template <int DMAX>
-void backward_impl(Device device, const AttnParams& p, const AttnTensors& t, const AttnGradTensors& g,
+template <class T, int DMAX>
+void backward_impl(Device device, const AttnParams& p, const Operands<T>& t, const GradOperands<T>& g,
                    const float* delta) {
-  using T = Tiles<DMAX>;
+  using Tl = Tiles<DMAX>;
   const cudaStream_t s = stream(device);
   {
-    constexpr int BR = T::kKvBR, BC = T::kKvBC;
+    constexpr int BR = Tl::kKvBR, BC = Tl::kKvBC;
     const int64_t blocks = num_tiles(p.Tk, BC) * p.B * p.Hkv;
     if (blocks > 0) {
-      auto kernel = attention_dkdv_kernel<DMAX, BR, BC>;
-      const unsigned grid = prepare_launch(kernel, blocks, T::kv_smem(), device, "attention_dkdv_kernel");
-      kernel<<<grid, kThreads, T::kv_smem(), s>>>(p, t, g, delta);
+      auto kernel = attention_dkdv_kernel<T, DMAX, BR, BC>;
+      const unsigned grid = prepare_launch(kernel, blocks, Tl::kv_smem(), device, "attention_dkdv_kernel");
+      kernel<<<grid, kThreads, Tl::kv_smem(), s>>>(p, t, g, delta);
       MOON_CUDA_LAUNCH_CHECK("attention_dkdv_kernel");
     }
   }
   {
-    constexpr int BR = T::kQBR, BC = T::kQBC;
+    constexpr int BR = Tl::kQBR, BC = Tl::kQBC;
     const int64_t q_tiles = num_tiles(p.Tq, BR), blocks = q_tiles * p.B * p.Hq;
     if (blocks > 0) {
-      auto kernel = attention_dq_kernel<DMAX, BR, BC>;
-      const unsigned grid = prepare_launch(kernel, blocks, T::q_smem(), device, "attention_dq_kernel");
-      kernel<<<grid, kThreads, T::q_smem(), s>>>(p, t, g, delta, q_tiles);
+      auto kernel = attention_dq_kernel<T, DMAX, BR, BC>;
+      const unsigned grid = prepare_launch(kernel, blocks, Tl::q_smem(), device, "attention_dq_kernel");
+      kernel<<<grid, kThreads, Tl::q_smem(), s>>>(p, t, g, delta, q_tiles);
       MOON_CUDA_LAUNCH_CHECK("attention_dq_kernel");
     }
   }
@@ -578,28 +603,121 @@ void with_head_tier(int64_t D, F&& f) {
   return f.template operator()<256>();
 }
 
-}  // namespace
-
-void attention_forward(Device device, const AttnParams& p, const AttnTensors& t) {
+// The forward and backward for storage type T: checks, then the kernels on device's stream.
+template <class T>
+void run_forward(Device device, const AttnParams& p, const Operands<T>& t) {
   check_params(p, false, t.lse);
   if (p.B * p.Hq * p.Tq == 0) return;
   DeviceGuard guard(device);
-  with_head_tier(p.D, [&]<int DMAX>() { forward_impl<DMAX>(device, p, t); });
+  with_head_tier(p.D, [&]<int DMAX>() { forward_impl<T, DMAX>(device, p, t); });
 }
 
-void attention_backward(Device device, const AttnParams& p, const AttnTensors& t, const AttnGradTensors& g) {
+template <class T>
+void run_backward(Device device, const AttnParams& p, const Operands<T>& t, const GradOperands<T>& g) {
   check_params(p, true, t.lse);
   if (p.B * p.Hkv * p.Tk == 0 && p.B * p.Hq * p.Tq == 0) return;
   DeviceGuard guard(device);
   const int64_t rows = p.B * p.Hq * p.Tq;
-  Tensor delta = empty({rows}, DType::F32, device);  // rowsum(dO * O), freed to the stream-ordered cache
+  Tensor delta = empty({rows}, DType::F32, device);  // rowsum(dO * O) in f32, freed to the stream-ordered cache
   float* dp = static_cast<float*>(delta.raw_data());
   if (rows > 0) {
     constexpr int kRowsPerBlock = kThreads / 32;
-    attention_delta_kernel<<<blocks_for(rows, kRowsPerBlock), kThreads, 0, stream(device)>>>(p, t, g, dp);
+    attention_delta_kernel<T><<<blocks_for(rows, kRowsPerBlock), kThreads, 0, stream(device)>>>(p, t, g, dp);
     MOON_CUDA_LAUNCH_CHECK("attention_delta_kernel");
   }
-  with_head_tier(p.D, [&]<int DMAX>() { backward_impl<DMAX>(device, p, t, g, dp); });
+  with_head_tier(p.D, [&]<int DMAX>() { backward_impl<T, DMAX>(device, p, t, g, dp); });
+}
+
+void copy_strides(const int64_t (&from)[4], int64_t (&to)[4]) {
+  for (int d = 0; d < 4; ++d) to[d] = from[d];
+}
+void tensor_strides(const Tensor& t, int64_t (&to)[4]) {
+  for (int d = 0; d < 4; ++d) to[d] = t.stride(d);
+}
+
+// The CPU structs' f32 pointers as Operands<float>.
+Operands<float> f32_operands(const AttnTensors& t) {
+  Operands<float> o{};
+  o.q = t.q, o.k = t.k, o.v = t.v, o.out = t.out, o.lse = t.lse;
+  copy_strides(t.q_stride, o.q_stride);
+  copy_strides(t.k_stride, o.k_stride);
+  copy_strides(t.v_stride, o.v_stride);
+  copy_strides(t.out_stride, o.out_stride);
+  return o;
+}
+GradOperands<float> f32_grad_operands(const AttnGradTensors& g) {
+  GradOperands<float> o{};
+  o.dout = g.dout, o.dq = g.dq, o.dk = g.dk, o.dv = g.dv;
+  copy_strides(g.dout_stride, o.dout_stride);
+  copy_strides(g.dq_stride, o.dq_stride);
+  copy_strides(g.dk_stride, o.dk_stride);
+  copy_strides(g.dv_stride, o.dv_stride);
+  return o;
+}
+
+const char* const kOp = "scaled_dot_product_attention (CUDA)";
+
+// q, k, v, out (and lse when defined) of storage type T as Operands<T>, after checking dtypes and shapes.
+template <class T>
+Operands<T> tensor_operands(const AttnParams& p, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                            const Tensor& lse) {
+  const Shape qs{p.B, p.Hq, p.Tq, p.D}, ks{p.B, p.Hkv, p.Tk, p.D};
+  for (const Tensor* x : {&q, &k, &v, &out})
+    MOON_CHECK(x->dtype() == q.dtype() && x->device() == q.device() && x->shape() == (x == &k || x == &v ? ks : qs),
+               kOp, ": expected q, out (B, Hq, Tq, D) and k, v (B, Hkv, Tk, D) of one dtype and device, got ",
+               x->desc(), " with q ", q.desc());
+  if (lse.defined())
+    MOON_CHECK(lse.dtype() == DType::F32 && lse.is_contiguous() && lse.numel() == p.B * p.Hq * p.Tq &&
+                   lse.device() == q.device(),
+               kOp, ": expected a contiguous f32 (B, Hq, Tq) lse on the device of q, got ", lse.desc());
+  Operands<T> o{};
+  o.q = ptr<T>(q), o.k = ptr<T>(k), o.v = ptr<T>(v), o.out = ptr<T>(out);
+  o.lse = lse.defined() ? ptr<float>(lse) : nullptr;
+  tensor_strides(q, o.q_stride);
+  tensor_strides(k, o.k_stride);
+  tensor_strides(v, o.v_stride);
+  tensor_strides(out, o.out_stride);
+  return o;
+}
+
+}  // namespace
+
+void attention_forward(Device device, const AttnParams& p, const AttnTensors& t) {
+  run_forward(device, p, f32_operands(t));
+}
+
+void attention_backward(Device device, const AttnParams& p, const AttnTensors& t, const AttnGradTensors& g) {
+  run_backward(device, p, f32_operands(t), f32_grad_operands(g));
+}
+
+void attention_forward_tensors(const AttnParams& p, const Tensor& q, const Tensor& k, const Tensor& v,
+                               const Tensor& out, const Tensor& lse) {
+  visit_float(kOp, q, [&](auto tag) {
+    using T = decltype(tag);
+    run_forward(q.device(), p, tensor_operands<T>(p, q, k, v, out, lse));
+  });
+}
+
+void attention_backward_tensors(const AttnParams& p, const Tensor& q, const Tensor& k, const Tensor& v,
+                                const Tensor& out, const Tensor& lse, const Tensor& dout, const Tensor& dq,
+                                const Tensor& dk, const Tensor& dv) {
+  MOON_CHECK(lse.defined(), kOp, " backward: needs the lse saved by the forward");
+  visit_float(kOp, q, [&](auto tag) {
+    using T = decltype(tag);
+    const Operands<T> t = tensor_operands<T>(p, q, k, v, out, lse);
+    for (const Tensor* x : {&dout, &dq, &dk, &dv})
+      MOON_CHECK(x->dtype() == q.dtype() && x->device() == q.device() &&
+                     x->shape() == (x == &dk || x == &dv ? k.shape() : q.shape()),
+                 kOp, " backward: expected dout, dq like q ", q.desc(), " and dk, dv like k ", k.desc(), ", got ",
+                 x->desc());
+    GradOperands<T> g{};
+    g.dout = ptr<T>(dout), g.dq = ptr<T>(dq), g.dk = ptr<T>(dk), g.dv = ptr<T>(dv);
+    tensor_strides(dout, g.dout_stride);
+    tensor_strides(dq, g.dq_stride);
+    tensor_strides(dk, g.dk_stride);
+    tensor_strides(dv, g.dv_stride);
+    run_backward(q.device(), p, t, g);
+  });
 }
 
 }  // namespace moon::cuda

@@ -7,8 +7,11 @@
 
 #include "ops/cpu/attention_kernels.h"
 #include "runtime/device.h"
+#include "runtime/tensor.h"
 
 namespace moon::cuda {
+
+// ---- f32 operands given as raw pointers (the structs' float pointers).
 
 // out, lse (lse may be null) from q, k, v. Head sizes D up to 256. Launches on device's stream, no sync.
 void attention_forward(Device device, const cpu::AttnParams& p, const cpu::AttnTensors& t);
@@ -16,5 +19,19 @@ void attention_forward(Device device, const cpu::AttnParams& p, const cpu::AttnT
 // dq, dk, dv from dout and the forward's q, k, v, out, lse (needed). Deterministic: no float atomics.
 void attention_backward(Device device, const cpu::AttnParams& p, const cpu::AttnTensors& t,
                         const cpu::AttnGradTensors& g);
+
+// ---- f32 or bf16 operands given as tensors (the KernelTable slots of ops/attention.cpp), on q's device.
+// q (B, Hq, Tq, D), k, v (B, Hkv, Tk, D), out like q, any strides, all of one dtype (f32 or bf16); lse
+// (B, Hq, Tq) contiguous f32 (may be undefined in the forward). The kernels read T and compute in f32 exactly
+// as the f32 kernels do, rounding each output once on store: a bf16 result is the f32 kernel's result on the
+// widened inputs, rounded, bit for bit (lse and the delta pre-pass stay f32).
+void attention_forward_tensors(const cpu::AttnParams& p, const Tensor& q, const Tensor& k, const Tensor& v,
+                               const Tensor& out, const Tensor& lse);
+
+// dq like q, dk and dv like k, v (any strides, the dtype of q) from dout (like q, same dtype) and the
+// forward's q, k, v, out, lse.
+void attention_backward_tensors(const cpu::AttnParams& p, const Tensor& q, const Tensor& k, const Tensor& v,
+                                const Tensor& out, const Tensor& lse, const Tensor& dout, const Tensor& dq,
+                                const Tensor& dk, const Tensor& dv);
 
 }  // namespace moon::cuda
