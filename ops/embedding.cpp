@@ -1,9 +1,11 @@
 // embedding and index_select: row gathers along one dimension, and their deterministic backward
-// (rows scattered back with a counting sort by index, so repeated indices sum in a fixed order).
+// (rows scattered back with a counting sort by index, so repeated indices sum in a fixed order). The gathers
+// copy raw elements (any dtype, bf16 included); the backward sums in f32 and rounds once into a bf16 gradient.
 #include <cstring>
 #include <memory>
 
 #include "ops/cuda/index_cuda.h"
+#include "ops/float_storage.h"
 #include "ops/index.h"
 #include "ops/index_util.h"
 #include "runtime/autograd.h"
@@ -63,9 +65,13 @@ void gather_rows_tensors_cpu(const Tensor& dst, const Tensor& src, const Tensor&
                              int64_t len, int64_t row_bytes) {
   gather_rows_cpu(dst.raw_data(), src.raw_data(), ids.data<int64_t>(), outer, n, len, row_bytes);
 }
+// dst and src share a dtype (f32 or bf16): a bf16 src is widened and the f32 sums rounded once into dst.
 void scatter_rows_tensors_cpu(const Tensor& dst, const Tensor& src, const Tensor& ids, int64_t outer, int64_t V,
                               int64_t N, int64_t C) {
-  scatter_rows_cpu(dst.data<float>(), src.data<float>(), ids.data<int64_t>(), outer, V, N, C);
+  const Tensor sf = f32_input(src);
+  const F32Output d(dst);
+  scatter_rows_cpu(d.data<float>(), sf.data<float>(), ids.data<int64_t>(), outer, V, N, C);
+  d.commit();
 }
 
 using GatherRowsFn = void (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, int64_t, int64_t);
@@ -75,12 +81,13 @@ KernelTable<GatherRowsFn> g_gather_rows{"embedding/index_select",
 KernelTable<ScatterRowsFn> g_scatter_rows{"embedding/index_select backward",
                                           {scatter_rows_tensors_cpu, MOON_CUDA_KERNEL(cuda::scatter_rows)}};
 
-// The gradient (outer, V, C) of a row gather, given the output gradient (outer, N, C) and the checked ids.
-Tensor scatter_rows(const Tensor& grad, const Tensor& ids, const Shape& in_shape, int64_t outer, int64_t V,
-                    int64_t C) {
-  Tensor g = grad.contiguous();
-  MOON_CHECK(g.dtype() == DType::F32, "embedding/index_select backward: expected an f32 gradient, got ", g.desc());
-  Tensor out = empty(in_shape, DType::F32, g.device());
+// The gradient (outer, V, C) of a row gather, in the input's dtype, given the output gradient (outer, N, C)
+// and the checked ids.
+Tensor scatter_rows(const Tensor& grad, const Tensor& ids, const Shape& in_shape, DType in_dtype, int64_t outer,
+                    int64_t V, int64_t C) {
+  Tensor g = grad.to(in_dtype).contiguous();
+  check_float_storage("embedding/index_select backward", g, "gradient");
+  Tensor out = empty(in_shape, in_dtype, g.device());
   g_scatter_rows.get(g.device())(out, g, ids, outer, V, ids.numel(), C);
   return out;
 }
@@ -89,24 +96,26 @@ Tensor scatter_rows(const Tensor& grad, const Tensor& ids, const Shape& in_shape
 
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
   MOON_CHECK(weight.defined() && ids.defined(), "embedding: undefined weight or ids tensor");
-  MOON_CHECK(weight.dim() == 2 && weight.dtype() == DType::F32, "embedding: weight must be an f32 (V, C) table, got ",
-             weight.desc());
+  MOON_CHECK(weight.dim() == 2 && is_float_storage(weight.dtype()),
+             "embedding: weight must be an f32 or bf16 (V, C) table, got ", weight.desc());
   MOON_CHECK(weight.device() == ids.device(), "embedding: weight ", weight.desc(), " and ids ", ids.desc(),
              " are on different devices; move ids with .to()");
   const int64_t V = weight.size(0), C = weight.size(1);
   const Tensor values = checked_index_tensor(ids, V, "embedding", "ids", "id", "rows of weight " + weight.desc());
   Shape out_shape = ids.shape();  // (..., C)
   out_shape.push_back(C);
-  Tensor out = empty(out_shape, DType::F32, weight.device());
+  Tensor out = empty(out_shape, weight.dtype(), weight.device());
   {
     NoGradGuard ng;
     Tensor w = weight.contiguous();  // (V, C)
-    g_gather_rows.get(w.device())(out, w, values, 1, V, values.numel(), C * static_cast<int64_t>(sizeof(float)));
+    g_gather_rows.get(w.device())(out, w, values, 1, V, values.numel(),
+                                  C * static_cast<int64_t>(dtype_size(weight.dtype())));
   }
   if (needs_grad({&weight})) {
     const Shape w_shape = weight.shape();
-    record_op("embedding", {weight}, {out}, [values, w_shape, V, C](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{scatter_rows(g[0], values, w_shape, 1, V, C)};  // (V, C)
+    const DType w_dtype = weight.dtype();
+    record_op("embedding", {weight}, {out}, [values, w_shape, w_dtype, V, C](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{scatter_rows(g[0], values, w_shape, w_dtype, 1, V, C)};  // (V, C)
     });
   }
   return out;
@@ -132,10 +141,11 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
     g_gather_rows.get(xc.device())(out, xc, values, outer, n, len, inner * static_cast<int64_t>(dtype_size(x.dtype())));
   }
   if (needs_grad({&x})) {
-    MOON_CHECK(x.dtype() == DType::F32, "index_select: gradients need an f32 input, got ", x.desc());
+    check_float_storage("index_select", x, "input (for gradients)");
     const Shape x_shape = x.shape();
-    record_op("index_select", {x}, {out}, [values, x_shape, outer, n, inner](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{scatter_rows(g[0], values, x_shape, outer, n, inner)};
+    const DType x_dtype = x.dtype();
+    record_op("index_select", {x}, {out}, [values, x_shape, x_dtype, outer, n, inner](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{scatter_rows(g[0], values, x_shape, x_dtype, outer, n, inner)};
     });
   }
   return out;

@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "ops/cuda/index_cuda.h"
+#include "ops/float_storage.h"
 #include "ops/index.h"
 #include "ops/index_util.h"
 #include "runtime/autograd.h"
@@ -44,9 +45,13 @@ void gather_cpu(const Tensor& out_t, const Tensor& x_t, int64_t dim, const Tenso
   }
 }
 
-// out (contiguous f32) += src (contiguous f32 of idx's shape) scattered along dim at idx (contiguous i64).
+// out (contiguous) += src (contiguous, of idx's shape) scattered along dim at idx (contiguous i64); out and src
+// f32 or bf16, accumulated in f32 (a bf16 out is widened, accumulated and rounded once).
 void scatter_add_tensors_cpu(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
-  scatter_add_cpu(out.data<float>(), out.shape(), dim, idx.data<int64_t>(), idx.shape(), src.data<float>());
+  const F32Output acc(out, true);
+  const Tensor sf = f32_input(src);
+  scatter_add_cpu(acc.data<float>(), out.shape(), dim, idx.data<int64_t>(), idx.shape(), sf.data<float>());
+  acc.commit();
 }
 
 using GatherFn = void (*)(const Tensor&, const Tensor&, int64_t, const Tensor&);
@@ -68,7 +73,8 @@ Tensor checked_index(const char* op, const Tensor& x, int64_t dim, const Tensor&
                               "entries along dimension " + std::to_string(dim) + " of " + x.desc());
 }
 
-// out (x_shape, f32, fresh) = x + src scattered at idx along dim.
+// out (x_shape, src's dtype, fresh) = x + src scattered at idx along dim. The sums run in an f32 buffer (x
+// widened into it, src read in its own dtype), rounded once into a bf16 result.
 Tensor scatter_add_forward(const Tensor& x, const Shape& x_shape, int64_t dim, const Tensor& idx, const Tensor& src) {
   Tensor out = empty(x_shape, DType::F32, src.device());
   if (x.defined())
@@ -77,7 +83,7 @@ Tensor scatter_add_forward(const Tensor& x, const Shape& x_shape, int64_t dim, c
     fill_elements(out, 0.0);
   Tensor s = src.contiguous();
   g_scatter_add.get(out.device())(out, dim, idx, s);
-  return out;
+  return src.dtype() == DType::F32 ? out : out.to(src.dtype());
 }
 
 Tensor gather_forward(const Tensor& x, int64_t dim, const Tensor& idx) {
@@ -100,11 +106,12 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
     out = gather_forward(x, dim, values);  // (index shape)
   }
   if (needs_grad({&x})) {
-    MOON_CHECK(x.dtype() == DType::F32, "gather: gradients need an f32 input, got ", x.desc());
+    check_float_storage("gather", x, "input (for gradients)");
     const Shape x_shape = x.shape();
-    record_op("gather", {x}, {out}, [values, x_shape, dim](const std::vector<Tensor>& g) {
-      // dx = zeros scattered-added with the output gradient at the gathered positions
-      return std::vector<Tensor>{scatter_add_forward(Tensor(), x_shape, dim, values, g[0])};
+    const DType x_dtype = x.dtype();
+    record_op("gather", {x}, {out}, [values, x_shape, x_dtype, dim](const std::vector<Tensor>& g) {
+      // dx = zeros scattered-added with the output gradient at the gathered positions (in x's dtype)
+      return std::vector<Tensor>{scatter_add_forward(Tensor(), x_shape, dim, values, g[0].to(x_dtype))};
     });
   }
   return out;
@@ -112,8 +119,8 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
   MOON_CHECK(x.defined() && index.defined() && src.defined(), "scatter_add: undefined input, index or src tensor");
-  MOON_CHECK(x.dtype() == DType::F32 && src.dtype() == DType::F32, "scatter_add: expected f32 input and src, got ",
-             x.desc(), " and ", src.desc());
+  check_float_storage("scatter_add", x, "input");
+  check_same_dtype("scatter_add", x, src, "src");
   MOON_CHECK(x.dim() >= 1, "scatter_add: input must have at least one dimension, got ", x.desc());
   MOON_CHECK(src.shape() == index.shape(), "scatter_add: src ", src.desc(), " must have the shape of index ",
              index.desc());
@@ -130,7 +137,7 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
     const bool gx = x.requires_grad(), gs = src.requires_grad();
     record_op("scatter_add", {x, src}, {out}, [values, dim, gx, gs](const std::vector<Tensor>& g) {
       // dx = g; dsrc = g gathered at the scattered positions
-      return std::vector<Tensor>{gx ? g[0] : Tensor(), gs ? gather_forward(g[0], dim, values) : Tensor()};
+      return std::vector<Tensor>{gx ? g[0] : Tensor(), gs ? gather_forward(g[0], dim, values) : Tensor()};  // g's dtype
     });
   }
   return out;

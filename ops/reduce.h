@@ -1,4 +1,5 @@
-// Reductions over dimensions, and the cumulative sum.
+// Reductions over dimensions, and the cumulative sum. Each takes an f32 or bf16 tensor and returns its dtype
+// (sums accumulate in f32 and round once; max values are exact); gradients come back in the input's dtype.
 #pragma once
 
 #include <vector>
@@ -15,7 +16,7 @@ Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim = fa
 Tensor sum_to(const Tensor& a, const Shape& shape);
 
 struct MaxResult {
-  Tensor values;   // f32
+  Tensor values;   // the input's dtype (f32 or bf16)
   Tensor indices;  // i64, the first maximum
 };
 MaxResult max(const Tensor& a, int64_t dim, bool keepdim = false);

@@ -1,5 +1,6 @@
 // max over a dimension (values and first-maximum indices), max over all elements, argmax.
 #include "ops/cuda/reduce_cuda.h"
+#include "ops/float_storage.h"
 #include "ops/reduce.h"
 #include "runtime/autograd.h"
 #include "runtime/dispatch.h"
@@ -9,9 +10,12 @@ namespace moon {
 namespace {
 
 // values[o, j] = max_k in[o, k, j] and indices[o, j] = the first such k, for in viewed as (outer, len, inner)
-// (contiguous). NaN wins (it propagates, as in PyTorch).
-void max_middle_cpu(const Tensor& src, const Tensor& values, const Tensor& indices, int64_t outer, int64_t len,
+// (contiguous). NaN wins (it propagates, as in PyTorch). src and values are f32 or bf16 (one dtype): a bf16
+// input is widened exactly, so the comparisons are those of the bf16 values and the stored maximum is exact.
+void max_middle_cpu(const Tensor& src_t, const Tensor& values_t, const Tensor& indices, int64_t outer, int64_t len,
                     int64_t inner) {
+  const Tensor src = f32_input(src_t);
+  const F32Output values(values_t);
   const float* in = src.data<float>();
   float* val = values.data<float>();
   int64_t* idx = indices.data<int64_t>();
@@ -31,11 +35,15 @@ void max_middle_cpu(const Tensor& src, const Tensor& values, const Tensor& indic
       }
     }
   }
+  values.commit();
 }
 
-// dx[o, indices[o, j], j] = g[o, j], zero elsewhere (dx is (outer, len, inner), contiguous).
-void max_backward_cpu(const Tensor& g, const Tensor& indices, const Tensor& dx, int64_t outer, int64_t len,
+// dx[o, indices[o, j], j] = g[o, j], zero elsewhere (dx is (outer, len, inner), contiguous; g and dx f32 or
+// bf16, one dtype: a pure copy of g's values).
+void max_backward_cpu(const Tensor& g_t, const Tensor& indices, const Tensor& dx_t, int64_t outer, int64_t len,
                       int64_t inner) {
+  const Tensor g = f32_input(g_t);
+  const F32Output dx(dx_t);
   const float* pg = g.data<float>();
   const int64_t* ix = indices.data<int64_t>();
   float* d = dx.data<float>();
@@ -44,6 +52,7 @@ void max_backward_cpu(const Tensor& g, const Tensor& indices, const Tensor& dx, 
   for (int64_t i = 0; i < n; ++i) d[i] = 0.0f;
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t j = 0; j < inner; ++j) d[(o * len + ix[o * inner + j]) * inner + j] = pg[o * inner + j];
+  dx.commit();
 }
 
 using MaxFn = void (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, int64_t);
@@ -61,7 +70,7 @@ Split split_at(const Shape& s, int64_t dim) {
 
 // Checks and runs the max kernel; returns keepdim-shaped values and indices.
 MaxResult max_forward(const Tensor& a, int64_t& dim, const char* op) {
-  MOON_CHECK(a.dtype() == DType::F32, op, ": expected an f32 tensor, got ", a.desc(), "; convert with .to(DType::F32)");
+  check_float_storage(op, a);
   const int64_t lo = a.dim() == 0 ? -1 : -a.dim(), hi = a.dim() == 0 ? 0 : a.dim() - 1;
   MOON_CHECK(dim >= lo && dim <= hi, op, ": dim ", dim, " is out of range for ", a.desc(), " (valid: ", lo, "..", hi,
              ")");
@@ -70,7 +79,7 @@ MaxResult max_forward(const Tensor& a, int64_t& dim, const char* op) {
   MOON_CHECK(len > 0, op, ": dim ", dim, " of ", a.desc(), " is empty, so it has no maximum");
   Shape kept = a.shape();
   if (a.dim() > 0) kept[dim] = 1;
-  MaxResult r{empty(kept, DType::F32, a.device()), empty(kept, DType::I64, a.device())};
+  MaxResult r{empty(kept, a.dtype(), a.device()), empty(kept, DType::I64, a.device())};  // values: a's dtype
   NoGradGuard ng;
   const Split s = split_at(a.shape(), dim);
   g_max.get(a.device())(a.contiguous(), r.values, r.indices, s.outer, s.len, s.inner);
@@ -88,11 +97,13 @@ MaxResult max(const Tensor& a, int64_t dim_in, bool keepdim) {
   MaxResult r = max_forward(a, dim, "max");
   if (needs_grad({&a})) {
     const Shape in_shape = a.shape();
+    const DType in_dtype = a.dtype();
     const Tensor idx = r.indices;  // never written in place: it is ours until returned
-    record_op("max", {a}, {r.values}, [in_shape, idx, dim](const std::vector<Tensor>& g) {
+    record_op("max", {a}, {r.values}, [in_shape, in_dtype, idx, dim](const std::vector<Tensor>& g) {
       const Split s = split_at(in_shape, dim);
-      Tensor dx = empty(in_shape, DType::F32, g[0].device());
-      g_max_backward.get(g[0].device())(g[0].contiguous(), idx, dx, s.outer, s.len, s.inner);
+      const Tensor gc = g[0].to(in_dtype).contiguous();
+      Tensor dx = empty(in_shape, in_dtype, gc.device());
+      g_max_backward.get(gc.device())(gc, idx, dx, s.outer, s.len, s.inner);
       return std::vector<Tensor>{dx};
     });
   }

@@ -6,6 +6,7 @@
 #include "ops/cpu/norm_kernels.h"
 #include "ops/cuda/reduce_cuda.h"
 #include "ops/elementwise.h"
+#include "ops/float_storage.h"
 #include "ops/reduce.h"
 #include "runtime/autograd.h"
 #include "runtime/dispatch.h"
@@ -14,20 +15,28 @@ namespace moon {
 
 namespace {
 
-// out (outer, inner) = sum over the middle axis of src viewed as (outer, len, inner); src contiguous f32.
+// out (outer, inner) = sum over the middle axis of src viewed as (outer, len, inner); src and out contiguous,
+// each f32 or bf16 (a bf16 src is widened, the f32 sum rounded once into a bf16 out).
 void sum_middle_cpu(const Tensor& src, const Tensor& out, int64_t outer, int64_t len, int64_t inner) {
-  MOON_ISA_SELECT(sum_middle)(src.data<float>(), out.data<float>(), outer, len, inner);
+  const Tensor sf = f32_input(src);
+  const F32Output of(out);
+  MOON_ISA_SELECT(sum_middle)(sf.data<float>(), of.data<float>(), outer, len, inner);
+  of.commit();
 }
-// out = inclusive scan of src along the middle axis of (outer, len, inner), from the end when reverse.
+// out = inclusive scan of src along the middle axis of (outer, len, inner), from the end when reverse. The
+// running sum is f32; a bf16 out gets each stored element rounded once.
 void cumsum_middle_cpu(const Tensor& src, const Tensor& out, int64_t outer, int64_t len, int64_t inner, bool reverse) {
-  MOON_ISA_SELECT(cumsum_middle)(src.data<float>(), out.data<float>(), outer, len, inner, reverse);
+  const Tensor sf = f32_input(src);
+  const F32Output of(out);
+  MOON_ISA_SELECT(cumsum_middle)(sf.data<float>(), of.data<float>(), outer, len, inner, reverse);
+  of.commit();
 }
 using CumsumFn = void (*)(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, bool);
 KernelTable<CumsumFn> g_cumsum{"cumsum", {cumsum_middle_cpu, MOON_CUDA_KERNEL(cuda::cumsum_middle)}};
 
-// Scans `a` along dim (forward: prefix sums; reverse: suffix sums, the backward of cumsum).
+// Scans `a` along dim (forward: prefix sums; reverse: suffix sums, the backward of cumsum); a's dtype.
 Tensor cumsum_forward(const Tensor& a, int64_t dim, bool reverse) {
-  Tensor out = empty(a.shape(), DType::F32, a.device());
+  Tensor out = empty(a.shape(), a.dtype(), a.device());
   NoGradGuard ng;
   Tensor src = a.contiguous();
   int64_t outer = 1, inner = 1;
@@ -43,11 +52,11 @@ KernelTable<SumMiddleFn> g_sum_middle{"sum", {sum_middle_cpu, MOON_CUDA_KERNEL(c
 // Sums `a` over `dims` (sorted, unique) with keepdim. When the reduced dims are one consecutive block
 // (innermost, outermost or in the middle) the contiguous input is read in place as (outer, len, inner);
 // otherwise kept dimensions move first and reduced ones last (a permuted copy), so each output element sums
-// one contiguous run.
-Tensor sum_dims_forward(const Tensor& a, const std::vector<int64_t>& dims) {
+// one contiguous run. The sum is taken in f32 and stored as `out_dtype` (rounded once when bf16).
+Tensor sum_dims_forward(const Tensor& a, const std::vector<int64_t>& dims, DType out_dtype) {
   Shape kept_shape = a.shape();
   for (int64_t d : dims) kept_shape[d] = 1;
-  Tensor out = empty(kept_shape, DType::F32, a.device());  // keepdim shape
+  Tensor out = empty(kept_shape, out_dtype, a.device());  // keepdim shape
   NoGradGuard ng;
   const bool block = dims.empty() || dims.back() - dims.front() + 1 == static_cast<int64_t>(dims.size());
   int64_t outer = 1, len = 1, inner = 1;
@@ -87,25 +96,32 @@ Shape drop_dims(const Shape& keep, const std::vector<int64_t>& dims) {
   return s;
 }
 
-}  // namespace
-
-Tensor sum(const Tensor& a, const std::vector<int64_t>& dims_in, bool keepdim) {
-  MOON_CHECK(a.dtype() == DType::F32, "sum: expected an f32 tensor, got ", a.desc(), "; convert with .to(DType::F32)");
-  const std::vector<int64_t> dims = normalise_dims(dims_in, a.dim(), "sum");
-  Tensor out = sum_dims_forward(a, dims);
+// sum over the normalised dims into an `out_dtype` result (a's dtype, or f32 for mean's bf16 path); the
+// gradient comes back in a's dtype.
+Tensor sum_as(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim, DType out_dtype) {
+  Tensor out = sum_dims_forward(a, dims, out_dtype);
   if (!keepdim) {
     NoGradGuard ng;
     out = out.view(drop_dims(out.shape(), dims));
   }
   if (needs_grad({&a})) {
     const Shape in_shape = a.shape();
+    const DType in_dtype = a.dtype();
     Shape kept = in_shape;
     for (int64_t d : dims) kept[d] = 1;
-    record_op("sum", {a}, {out}, [in_shape, kept](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{g[0].reshape(kept).expand(in_shape).contiguous()};
+    record_op("sum", {a}, {out}, [in_shape, in_dtype, kept](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{g[0].reshape(kept).expand(in_shape).contiguous().to(in_dtype)};
     });
   }
   return out;
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& a, const std::vector<int64_t>& dims_in, bool keepdim) {
+  check_float_storage("sum", a);
+  const std::vector<int64_t> dims = normalise_dims(dims_in, a.dim(), "sum");
+  return sum_as(a, dims, keepdim, a.dtype());
 }
 
 Tensor sum(const Tensor& a) {
@@ -115,11 +131,15 @@ Tensor sum(const Tensor& a) {
 }
 
 Tensor mean(const Tensor& a, const std::vector<int64_t>& dims_in, bool keepdim) {
-  MOON_CHECK(a.dtype() == DType::F32, "mean: expected an f32 tensor, got ", a.desc(), "; convert with .to(DType::F32)");
+  check_float_storage("mean", a);
   const std::vector<int64_t> dims = normalise_dims(dims_in, a.dim(), "mean");
   int64_t count = 1;
   for (int64_t d : dims) count *= a.size(d);
-  return scale(sum(a, dims, keepdim), 1.0 / static_cast<double>(std::max<int64_t>(count, 1)));
+  const double inv = 1.0 / static_cast<double>(std::max<int64_t>(count, 1));
+  if (a.dtype() == DType::F32) return scale(sum(a, dims, keepdim), inv);
+  // bf16: the f32 sum scaled in f32 and rounded once (the f32 mean of the widened input, rounded); the
+  // gradient likewise is scaled in f32 and rounded once into a's dtype.
+  return scale(sum_as(a, dims, keepdim, DType::F32), inv).to(a.dtype());
 }
 
 Tensor mean(const Tensor& a) {
@@ -147,7 +167,7 @@ Tensor sum_to(const Tensor& a, const Shape& shape) {
 }
 
 Tensor cumsum(const Tensor& a, int64_t dim_in) {
-  MOON_CHECK(a.dtype() == DType::F32, "cumsum: expected an f32 tensor, got ", a.desc(), "; convert with .to(DType::F32)");
+  check_float_storage("cumsum", a);
   const int64_t dim = wrap_dim(dim_in, a.dim(), "cumsum");
   Tensor out = cumsum_forward(a, dim, false);
   if (needs_grad({&a}))

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "ops/cuda/index_cuda.h"
+#include "ops/float_storage.h"
 #include "ops/index.h"
 #include "ops/index_util.h"
 #include "runtime/autograd.h"
@@ -66,15 +67,23 @@ void topk_cpu(float* values, int64_t* indices, const float* x, int64_t outer, in
   }
 }
 
-// Tensor form of topk_cpu (values, indices: (outer, k, inner) contiguous; x contiguous).
+// Tensor form of topk_cpu (values, indices: (outer, k, inner) contiguous; x contiguous). x and values share a
+// dtype (f32 or bf16): a bf16 x is widened exactly, so the comparisons and the stored values are exact.
 void topk_tensors_cpu(const Tensor& values, const Tensor& indices, const Tensor& x, int64_t outer, int64_t n,
                       int64_t inner, int64_t k, bool largest) {
-  topk_cpu(values.data<float>(), indices.data<int64_t>(), x.data<float>(), outer, n, inner, k, largest);
+  const Tensor xf = f32_input(x);
+  const F32Output vo(values);
+  topk_cpu(vo.data<float>(), indices.data<int64_t>(), xf.data<float>(), outer, n, inner, k, largest);
+  vo.commit();
 }
 
-// The backward: gx (zeros of x's shape, contiguous f32) += gv (contiguous, of idx's shape) at idx along dim.
+// The backward: gx (zeros of x's shape, contiguous) += gv (contiguous, of idx's shape) at idx along dim; gx and
+// gv f32 or bf16, accumulated in f32 and rounded once.
 void topk_backward_cpu(const Tensor& gx, int64_t dim, const Tensor& idx, const Tensor& gv) {
-  scatter_add_cpu(gx.data<float>(), gx.shape(), dim, idx.data<int64_t>(), idx.shape(), gv.data<float>());
+  const F32Output acc(gx, true);
+  const Tensor gf = f32_input(gv);
+  scatter_add_cpu(acc.data<float>(), gx.shape(), dim, idx.data<int64_t>(), idx.shape(), gf.data<float>());
+  acc.commit();
 }
 
 using TopkFn = void (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, int64_t, int64_t, bool);
@@ -87,7 +96,7 @@ KernelTable<TopkBackwardFn> g_topk_backward{"topk backward",
 
 TopKResult topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
   MOON_CHECK(x.defined(), "topk: undefined input");
-  MOON_CHECK(x.dtype() == DType::F32, "topk: expected an f32 input, got ", x.desc());
+  check_float_storage("topk", x, "input");
   MOON_CHECK(x.dim() >= 1, "topk: input must have at least one dimension, got ", x.desc());
   dim = wrap_dim(dim, x.dim(), "topk");
   const int64_t n = x.size(dim);
@@ -96,7 +105,7 @@ TopKResult topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
   const int64_t outer = outer_size(x.shape(), dim), inner = inner_size(x.shape(), dim);
   Shape out_shape = x.shape();  // x's shape with k along dim
   out_shape[dim] = k;
-  TopKResult res{empty(out_shape, DType::F32, x.device()), empty(out_shape, DType::I64, x.device())};
+  TopKResult res{empty(out_shape, x.dtype(), x.device()), empty(out_shape, DType::I64, x.device())};
   {
     NoGradGuard ng;
     Tensor xc = x.contiguous();  // (outer, n, inner)
@@ -110,10 +119,12 @@ TopKResult topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
       idx = res.indices.clone();
     }
     const Shape x_shape = x.shape();
-    record_op("topk", {x}, {res.values, res.indices}, [idx, x_shape, dim](const std::vector<Tensor>& g) {
-      // dx = zeros with the values' gradient written back at the chosen positions
-      Tensor gv = g[0].contiguous();
-      Tensor gx = zeros(x_shape, DType::F32, gv.device());
+    const DType x_dtype = x.dtype();
+    record_op("topk", {x}, {res.values, res.indices}, [idx, x_shape, x_dtype, dim](const std::vector<Tensor>& g) {
+      // dx = zeros with the values' gradient written back at the chosen positions (x's dtype; the chosen
+      // positions of a row are distinct, so each element receives at most one value: a copy)
+      Tensor gv = g[0].to(x_dtype).contiguous();
+      Tensor gx = zeros(x_shape, x_dtype, gv.device());
       g_topk_backward.get(gv.device())(gx, dim, idx, gv);
       return std::vector<Tensor>{gx};
     });

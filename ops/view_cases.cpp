@@ -99,8 +99,12 @@ void register_view_ops(std::vector<OpInfo>& r) {
                                    [](const RefTensor& x) { return RefTensor{{1, x.shape[0], 2}, x.data}; });
                }});
   r.push_back({"to_bf16", "copy", 1, true, op_devices(), [](CaseGen& g) {
+                 // f32 -> bf16 -> f32; a bf16 input (the bf16 suite) goes bf16 -> f32 -> bf16 and keeps its dtype
                  OpCase c = unary_case("f32 -> bf16 -> f32", g.normal({g.n, 3}),
-                                       [](const Tensor& x) { return x.to(DType::BF16).to(DType::F32); },
+                                       [](const Tensor& x) {
+                                         const DType other = x.dtype() == DType::BF16 ? DType::F32 : DType::BF16;
+                                         return x.to(other).to(x.dtype());
+                                       },
                                        [](const RefTensor& x) {
                                          return ref_unary(x, [](double v) {
                                            return static_cast<double>(bf16_to_f32(f32_to_bf16(static_cast<float>(v))));

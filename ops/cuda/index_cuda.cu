@@ -13,10 +13,16 @@
 //     row (o, v) walks its segment in order and writes the sum column-wise (threads over the columns). Each
 //     output row is written once, by one block, in a fixed order (again the CPU's order, bitwise).
 //   * first_out_of_range uses an integer atomicMin on the position (order independent).
+// bf16 (runtime/cuda/kernel_util.cuh): the copies and gathers move raw elements of any size (2 bytes for
+// bf16), so they are exact. The sums load T (float or __nv_bfloat16), add in f32 and round once: scatter_add
+// accumulates into an f32 tensor (a bf16 destination goes through an f32 scratch, rounded once at the end),
+// and the embedding / index_select backward sums each segment in f32 registers and rounds on the single
+// store. Either way a bf16 result is the f32 kernel's result on the widened input, rounded once.
 #include "ops/cuda/index_cuda.h"
 
 #include <cub/device/device_radix_sort.cuh>
 
+#include "runtime/copy.h"
 #include "runtime/cuda/kernel_util.cuh"
 
 namespace moon::cuda {
@@ -82,8 +88,9 @@ __global__ void gather_dim_kernel(T* __restrict__ out, const T* __restrict__ x, 
 }
 
 // One thread per (p, q) line of the index (pre * post lines): out[base + idx[p, j, q] * sd] += src[p, j, q]
-// for j = 0..len-1 in order. 1 FLOP and 20 bytes per index element.
-__global__ void scatter_add_dim_kernel(float* __restrict__ out, const float* __restrict__ src,
+// for j = 0..len-1 in order (out f32, src T widened). 1 FLOP and 16 + sizeof(T) bytes per index element.
+template <class T>
+__global__ void scatter_add_dim_kernel(float* __restrict__ out, const T* __restrict__ src,
                                        const int64_t* __restrict__ idx, Indexer base, int64_t sd, int64_t pre,
                                        int64_t len, int64_t post) {
   const int64_t lines = pre * post;
@@ -93,7 +100,7 @@ __global__ void scatter_add_dim_kernel(float* __restrict__ out, const float* __r
     const int64_t b = base.offset(s0);
     for (int64_t j = 0; j < len; ++j) {
       const int64_t at = s0 + j * post;
-      out[b + idx[at] * sd] += src[at];
+      out[b + idx[at] * sd] += to_float(src[at]);
     }
   }
 }
@@ -116,10 +123,11 @@ __global__ void segment_bounds_kernel(const uint64_t* __restrict__ sorted, int64
 }
 
 // One block per output row (o, v): dst[o, v, :] = sum over the segment of v, in sorted (= increasing j) order,
-// of src[o, order[k], :]; zero for an empty segment. kVec: float4 columns. 1 FLOP and 4 bytes read per
-// element of src, 4 bytes written per element of dst.
-template <bool kVec>
-__global__ void segment_sum_rows_kernel(float* __restrict__ dst, const float* __restrict__ src,
+// of src[o, order[k], :]; zero for an empty segment. The sum is f32 in registers, stored once as T. kVec: 4
+// columns per vector access (float4 for f32, 8 bytes for bf16). 1 FLOP and sizeof(T) bytes read per element
+// of src, sizeof(T) bytes written per element of dst.
+template <class T, bool kVec>
+__global__ void segment_sum_rows_kernel(T* __restrict__ dst, const T* __restrict__ src,
                                         const int64_t* __restrict__ order, const int64_t* __restrict__ start,
                                         const int64_t* __restrict__ end, int64_t outer, int64_t V, int64_t N,
                                         int64_t C) {
@@ -127,32 +135,33 @@ __global__ void segment_sum_rows_kernel(float* __restrict__ dst, const float* __
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t o = r / V, v = r % V;
     const int64_t b = start[v], e = end[v];
-    const float* base = src + o * N * C;
+    const T* base = src + o * N * C;
     if constexpr (kVec) {
-      float4* d = reinterpret_cast<float4*>(dst + r * C);
+      T* d = dst + r * C;
       for (int64_t c = threadIdx.x; c < C / 4; c += blockDim.x) {
-        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         if (b < e) {
-          acc = reinterpret_cast<const float4*>(base + order[b] * C)[c];
+          load_floats<4>(base + order[b] * C + 4 * c, acc);
           for (int64_t k = b + 1; k < e; ++k) {
-            const float4 s = reinterpret_cast<const float4*>(base + order[k] * C)[c];
-            acc.x += s.x;
-            acc.y += s.y;
-            acc.z += s.z;
-            acc.w += s.w;
+            float s[4];
+            load_floats<4>(base + order[k] * C + 4 * c, s);
+            acc[0] += s[0];
+            acc[1] += s[1];
+            acc[2] += s[2];
+            acc[3] += s[3];
           }
         }
-        d[c] = acc;
+        store_floats<4>(d + 4 * c, acc);
       }
     } else {
-      float* d = dst + r * C;
+      T* d = dst + r * C;
       for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
         float acc = 0.0f;
         if (b < e) {
-          acc = base[order[b] * C + c];
-          for (int64_t k = b + 1; k < e; ++k) acc += base[order[k] * C + c];
+          acc = to_float(base[order[b] * C + c]);
+          for (int64_t k = b + 1; k < e; ++k) acc += to_float(base[order[k] * C + c]);
         }
-        d[c] = acc;
+        d[c] = from_float<T>(acc);
       }
     }
   }
@@ -226,11 +235,23 @@ void scatter_add_dim(const Tensor& out, int64_t dim, const Tensor& idx, const Te
   const int64_t len = is[dim];
   if (pre * post * len == 0) return;
   DeviceGuard guard(out.device());
+  if (out.dtype() != DType::F32) {  // a bf16 destination: accumulate in an f32 copy, round once at the end
+    MOON_CHECK(out.dtype() == DType::BF16, "scatter_add: the CUDA kernel takes f32 or bf16, got ", out.desc());
+    Tensor acc = empty(out.shape(), DType::F32, out.device());
+    copy_elements(acc, out);
+    scatter_add_dim(acc, dim, idx, src);
+    Tensor target = out;  // a handle to the same storage
+    copy_elements(target, acc);
+    return;
+  }
   const Indexer base = base_indexer(is, out.shape(), dim);
   const int64_t sd = contiguous_strides(out.shape())[dim];
-  scatter_add_dim_kernel<<<blocks_for(pre * post, kThreads), kThreads, 0, stream_of(out)>>>(
-      ptr<float>(out), cptr<float>(src), cptr<int64_t>(idx), base, sd, pre, len, post);
-  MOON_CUDA_LAUNCH_CHECK("scatter_add_dim_kernel");
+  visit_float("scatter_add", src, [&](auto tag) {
+    using T = decltype(tag);
+    scatter_add_dim_kernel<T><<<blocks_for(pre * post, kThreads), kThreads, 0, stream_of(out)>>>(
+        ptr<float>(out), cptr<T>(src), cptr<int64_t>(idx), base, sd, pre, len, post);
+    MOON_CUDA_LAUNCH_CHECK("scatter_add_dim_kernel");
+  });
 }
 
 void gather_rows(const Tensor& dst, const Tensor& src, const Tensor& ids, int64_t outer, int64_t n, int64_t len,
@@ -257,9 +278,11 @@ void scatter_rows(const Tensor& dst, const Tensor& src, const Tensor& ids, int64
   const Device dev = dst.device();
   DeviceGuard guard(dev);
   const cudaStream_t s = stream_of(dst);
-  float* dp = ptr<float>(dst);
-  if (N == 0) {  // no id hits any row
-    MOON_CUDA_CHECK(cudaMemsetAsync(dp, 0, static_cast<size_t>(outer * V * C) * sizeof(float), s));
+  MOON_CHECK(src.dtype() == dst.dtype(), "embedding/index_select backward: src ", src.desc(), " and dst ",
+             dst.desc(), " differ in dtype");
+  if (N == 0) {  // no id hits any row: all-zero bits are 0.0 in f32 and bf16 alike
+    const size_t bytes = static_cast<size_t>(outer * V * C) * dtype_size(dst.dtype());
+    MOON_CUDA_CHECK(cudaMemsetAsync(dst.raw_data(), 0, bytes, s));
     return;
   }
   // 1. Stable sort of the positions 0..N-1 by id (ids are in [0, V): only the low bits take part).
@@ -285,16 +308,20 @@ void scatter_rows(const Tensor& dst, const Tensor& src, const Tensor& ids, int64
   segment_bounds_kernel<<<blocks_for(N, kThreads), kThreads, 0, s>>>(ko, N, start, end);
   MOON_CUDA_LAUNCH_CHECK("segment_bounds_kernel");
   // 3. One block per output row sums its segment in order.
-  const float* sp = cptr<float>(src);
-  const bool vec = C % 4 == 0 && aligned(dp, 16) && aligned(sp, 16);
-  const int64_t cols = vec ? C / 4 : C;
-  const int threads = cols >= 256 ? 256 : cols >= 128 ? 128 : cols >= 64 ? 64 : 32;
-  const unsigned grid = blocks_for(outer * V, 1);
-  if (vec)
-    segment_sum_rows_kernel<true><<<grid, threads, 0, s>>>(dp, sp, po, start, end, outer, V, N, C);
-  else
-    segment_sum_rows_kernel<false><<<grid, threads, 0, s>>>(dp, sp, po, start, end, outer, V, N, C);
-  MOON_CUDA_LAUNCH_CHECK("segment_sum_rows_kernel");
+  visit_float("embedding/index_select backward", dst, [&](auto tag) {
+    using T = decltype(tag);
+    T* dp = ptr<T>(dst);
+    const T* sp = cptr<T>(src);
+    const bool vec = C % 4 == 0 && aligned(dp, kVecBytes<T>) && aligned(sp, kVecBytes<T>);
+    const int64_t cols = vec ? C / 4 : C;
+    const int threads = cols >= 256 ? 256 : cols >= 128 ? 128 : cols >= 64 ? 64 : 32;
+    const unsigned grid = blocks_for(outer * V, 1);
+    if (vec)
+      segment_sum_rows_kernel<T, true><<<grid, threads, 0, s>>>(dp, sp, po, start, end, outer, V, N, C);
+    else
+      segment_sum_rows_kernel<T, false><<<grid, threads, 0, s>>>(dp, sp, po, start, end, outer, V, N, C);
+    MOON_CUDA_LAUNCH_CHECK("segment_sum_rows_kernel");
+  });
 }
 
 int64_t first_out_of_range(const Tensor& idx, int64_t n, int64_t* value) {

@@ -14,6 +14,10 @@
 // Determinism: every sum is taken in an order fixed by the shape; max/argmax combines with a total order
 // (NaN first, then larger value, then lower index), so its result does not depend on the order at all and
 // equals the CPU's sequential "first maximum, NaN wins" rule.
+// bf16 (runtime/cuda/kernel_util.cuh): the kernels are templated on the storage type T of the data tensors
+// (float or __nv_bfloat16). Elements are widened on load; sums, scans and partial buffers stay f32 and each
+// result is rounded once on store, so a bf16 result is the f32 kernel's result on the widened input, rounded
+// (same order of additions). Max compares the widened values, which is exact, and stores the maximum exactly.
 #include "ops/cuda/reduce_cuda.h"
 
 #include "runtime/cuda/kernel_util.cuh"
@@ -67,19 +71,24 @@ struct MaxOp {
 
 // ---- sources (element (o, k, j) of the reduced view) and sinks (output slot)
 
+template <class T>
 struct SumSrc {
-  const float* in;
+  const T* in;
   int64_t len, inner;
-  __device__ float load(int64_t o, int64_t k, int64_t j) const { return in[(o * len + k) * inner + j]; }
+  __device__ float load(int64_t o, int64_t k, int64_t j) const { return to_float(in[(o * len + k) * inner + j]); }
 };
+template <class T>
 struct SumSink {
-  float* out;
-  __device__ void store(int64_t slot, float v) const { out[slot] = v; }
+  T* out;
+  __device__ void store(int64_t slot, float v) const { out[slot] = from_float<T>(v); }
 };
+template <class T>
 struct MaxSrc {  // first pass: the value and its position k
-  const float* in;
+  const T* in;
   int64_t len, inner;
-  __device__ ArgMax load(int64_t o, int64_t k, int64_t j) const { return ArgMax{in[(o * len + k) * inner + j], k}; }
+  __device__ ArgMax load(int64_t o, int64_t k, int64_t j) const {
+    return ArgMax{to_float(in[(o * len + k) * inner + j]), k};
+  }
 };
 struct MaxPairSrc {  // later passes: partial (value, index) pairs
   const float* v;
@@ -90,17 +99,19 @@ struct MaxPairSrc {  // later passes: partial (value, index) pairs
     return ArgMax{v[at], i[at]};
   }
 };
-struct MaxSink {
-  float* v;
+template <class T>
+struct MaxSink {  // the value stored as T: exact, it is a widened T (or a partial's f32 copy of one)
+  T* v;
   int64_t* i;
   __device__ void store(int64_t slot, ArgMax a) const {
-    v[slot] = a.v;
+    v[slot] = from_float<T>(a.v);
     i[slot] = a.i;
   }
 };
 
 // Row reduce (inner == 1): slot w = (o, c) reduces k in chunk c of row o into sink slot w, one warp per
-// slot. Sum: 1 FLOP and 4 bytes per element read; max: 2 compares, 4 bytes per element, 12 bytes per slot.
+// slot. Sum: 1 FLOP and sizeof(T) bytes per element read; max: 2 compares, sizeof(T) bytes per element, 12
+// bytes per slot (f32).
 template <class Op, class Src, class Sink>
 __global__ void reduce_rows_kernel(Src src, Sink sink, int64_t outer, int64_t len, int64_t chunks, int64_t chunk_len) {
   using Acc = typename Op::Acc;
@@ -184,44 +195,49 @@ void launch_reduce(Src src, Sink sink, int64_t outer, int64_t len, int64_t inner
   }
 }
 
-// out (outer, inner) = sum over len, through partial buffers while the plan cuts the axis.
-void sum_impl(const float* in, float* out, int64_t outer, int64_t len, int64_t inner, Device dev, cudaStream_t s) {
-  const Plan p = plan_for(outer, len, inner);
-  if (p.chunks == 1) return launch_reduce<SumOp>(SumSrc{in, len, inner}, SumSink{out}, outer, len, inner, p, s);
-  Tensor part = empty({outer * p.chunks * inner}, DType::F32, dev);  // stream-ordered reuse after return
-  launch_reduce<SumOp>(SumSrc{in, len, inner}, SumSink{ptr<float>(part)}, outer, len, inner, p, s);
-  sum_impl(ptr<float>(part), out, outer, p.chunks, inner, dev, s);
-}
-
-// (values, indices) of partial pairs (outer, len, inner) reduced over len.
-void max_pairs_impl(const float* v, const int64_t* i, float* vo, int64_t* io, int64_t outer, int64_t len,
-                    int64_t inner, Device dev, cudaStream_t s) {
+// out (outer, inner) = sum over len, through f32 partial buffers while the plan cuts the axis; the final pass
+// rounds into Tout.
+template <class Tin, class Tout>
+void sum_impl(const Tin* in, Tout* out, int64_t outer, int64_t len, int64_t inner, Device dev, cudaStream_t s) {
   const Plan p = plan_for(outer, len, inner);
   if (p.chunks == 1)
-    return launch_reduce<MaxOp>(MaxPairSrc{v, i, len, inner}, MaxSink{vo, io}, outer, len, inner, p, s);
+    return launch_reduce<SumOp>(SumSrc<Tin>{in, len, inner}, SumSink<Tout>{out}, outer, len, inner, p, s);
+  Tensor part = empty({outer * p.chunks * inner}, DType::F32, dev);  // stream-ordered reuse after return
+  launch_reduce<SumOp>(SumSrc<Tin>{in, len, inner}, SumSink<float>{ptr<float>(part)}, outer, len, inner, p, s);
+  sum_impl(cptr<float>(part), out, outer, p.chunks, inner, dev, s);
+}
+
+// (values, indices) of partial pairs (outer, len, inner) reduced over len; values stored as T.
+template <class T>
+void max_pairs_impl(const float* v, const int64_t* i, T* vo, int64_t* io, int64_t outer, int64_t len, int64_t inner,
+                    Device dev, cudaStream_t s) {
+  const Plan p = plan_for(outer, len, inner);
+  if (p.chunks == 1)
+    return launch_reduce<MaxOp>(MaxPairSrc{v, i, len, inner}, MaxSink<T>{vo, io}, outer, len, inner, p, s);
   const int64_t slots = outer * p.chunks * inner;
   Tensor pv = empty({slots}, DType::F32, dev), pi = empty({slots}, DType::I64, dev);
-  launch_reduce<MaxOp>(MaxPairSrc{v, i, len, inner}, MaxSink{ptr<float>(pv), ptr<int64_t>(pi)}, outer, len, inner, p,
-                       s);
-  max_pairs_impl(ptr<float>(pv), ptr<int64_t>(pi), vo, io, outer, p.chunks, inner, dev, s);
+  launch_reduce<MaxOp>(MaxPairSrc{v, i, len, inner}, MaxSink<float>{ptr<float>(pv), ptr<int64_t>(pi)}, outer, len,
+                       inner, p, s);
+  max_pairs_impl(cptr<float>(pv), cptr<int64_t>(pi), vo, io, outer, p.chunks, inner, dev, s);
 }
 
 // Inclusive scan of each contiguous row (inner == 1), one warp per row in tiles of 128 (4 per lane): a
-// sequential scan in each lane, a shuffle scan of the lane totals, and a running carry between tiles.
-// 1-2 FLOP and 8 bytes per element.
-__global__ void cumsum_rows_kernel(const float* __restrict__ in, float* __restrict__ out, int64_t outer, int64_t len,
+// sequential scan in each lane, a shuffle scan of the lane totals, and a running carry between tiles (all
+// f32; each stored element rounded once to T). 1-2 FLOP and 2 * sizeof(T) bytes per element.
+template <class T>
+__global__ void cumsum_rows_kernel(const T* __restrict__ in, T* __restrict__ out, int64_t outer, int64_t len,
                                    bool reverse) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t{gridDim.x} * (blockDim.x >> 5);
   for (int64_t w = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) >> 5; w < outer; w += warps) {  // warp-uniform
-    const float* p = in + w * len;
-    float* q = out + w * len;
+    const T* p = in + w * len;
+    T* q = out + w * len;
     float carry = 0.0f;
     for (int64_t t0 = 0; t0 < len; t0 += 128) {
       float v[4];
       for (int e = 0; e < 4; ++e) {
         const int64_t t = t0 + lane * 4 + e;  // position in scan order
-        v[e] = t < len ? p[reverse ? len - 1 - t : t] : 0.0f;
+        v[e] = t < len ? to_float(p[reverse ? len - 1 - t : t]) : 0.0f;
       }
       v[1] += v[0];
       v[2] += v[1];
@@ -236,7 +252,7 @@ __global__ void cumsum_rows_kernel(const float* __restrict__ in, float* __restri
       const float base = carry + excl;
       for (int e = 0; e < 4; ++e) {
         const int64_t t = t0 + lane * 4 + e;
-        if (t < len) q[reverse ? len - 1 - t : t] = base + v[e];
+        if (t < len) q[reverse ? len - 1 - t : t] = from_float<T>(base + v[e]);
       }
       carry += __shfl_sync(kFull, incl, 31);
     }
@@ -244,33 +260,36 @@ __global__ void cumsum_rows_kernel(const float* __restrict__ in, float* __restri
 }
 
 // Inclusive scan along the middle axis with inner > 1: one thread per (o, j), sequential over k in the CPU's
-// order (first output = input, then previous + input); coalesced over j. 1 FLOP and 8 bytes per element.
-__global__ void cumsum_cols_kernel(const float* __restrict__ in, float* __restrict__ out, int64_t outer, int64_t len,
+// order (first output = input, then previous + input; an f32 running sum, each stored element rounded to T);
+// coalesced over j. 1 FLOP and 2 * sizeof(T) bytes per element.
+template <class T>
+__global__ void cumsum_cols_kernel(const T* __restrict__ in, T* __restrict__ out, int64_t outer, int64_t len,
                                    int64_t inner, bool reverse) {
   const int64_t n = outer * inner;
   for (int64_t t = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; t < n; t += int64_t{gridDim.x} * blockDim.x) {
     const int64_t o = t / inner, j = t % inner;
-    const float* p = in + o * len * inner + j;
-    float* q = out + o * len * inner + j;
+    const T* p = in + o * len * inner + j;
+    T* q = out + o * len * inner + j;
     float s = 0.0f;
     for (int64_t step = 0; step < len; ++step) {
       const int64_t k = reverse ? len - 1 - step : step;
-      const float x = p[k * inner];
+      const float x = to_float(p[k * inner]);
       s = step == 0 ? x : s + x;
-      q[k * inner] = s;
+      q[k * inner] = from_float<T>(s);
     }
   }
 }
 
-// dx[o, k, j] = indices[o, j] == k ? g[o, j] : 0 over every element of dx: 0 FLOP, 4 bytes written and up to
-// 12 read per element (one pass, no scatter, so no races).
-__global__ void max_backward_kernel(const float* __restrict__ g, const int64_t* __restrict__ idx,
-                                    float* __restrict__ dx, int64_t len, int64_t inner, int64_t n) {
+// dx[o, k, j] = indices[o, j] == k ? g[o, j] : 0 over every element of dx (g copied as stored, T):
+// 0 FLOP, sizeof(T) bytes written and up to 8 + sizeof(T) read per element (one pass, no scatter, no races).
+template <class T>
+__global__ void max_backward_kernel(const T* __restrict__ g, const int64_t* __restrict__ idx, T* __restrict__ dx,
+                                    int64_t len, int64_t inner, int64_t n) {
   for (int64_t t = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; t < n; t += int64_t{gridDim.x} * blockDim.x) {
     const int64_t j = t % inner, ok = t / inner;
     const int64_t k = ok % len, o = ok / len;
     const int64_t src = o * inner + j;
-    dx[t] = idx[src] == k ? g[src] : 0.0f;
+    dx[t] = idx[src] == k ? g[src] : from_float<T>(0.0f);
   }
 }
 
@@ -404,50 +423,71 @@ void launch_l2_back(const float* g, int64_t gs, const float* y, const float* nor
 void sum_middle(const Tensor& src, const Tensor& out, int64_t outer, int64_t len, int64_t inner) {
   if (outer * inner == 0) return;
   DeviceGuard guard(out.device());
-  sum_impl(cptr<float>(src), ptr<float>(out), outer, len, inner, out.device(), stream_of(out));
+  visit_float("sum", src, [&](auto in_tag) {
+    using Tin = decltype(in_tag);
+    visit_float("sum", out, [&](auto out_tag) {
+      using Tout = decltype(out_tag);
+      sum_impl(cptr<Tin>(src), ptr<Tout>(out), outer, len, inner, out.device(), stream_of(out));
+    });
+  });
 }
 
 void cumsum_middle(const Tensor& src, const Tensor& out, int64_t outer, int64_t len, int64_t inner, bool reverse) {
   if (outer * len * inner == 0) return;
+  MOON_CHECK(src.dtype() == out.dtype(), "cumsum: src ", src.desc(), " and out ", out.desc(), " differ in dtype");
   DeviceGuard guard(out.device());
   const cudaStream_t s = stream_of(out);
-  if (inner == 1) {
-    cumsum_rows_kernel<<<blocks_for(outer * 32, kThreads), kThreads, 0, s>>>(cptr<float>(src), ptr<float>(out), outer,
-                                                                             len, reverse);
-    MOON_CUDA_LAUNCH_CHECK("cumsum_rows_kernel");
-  } else {
-    cumsum_cols_kernel<<<blocks_for(outer * inner, kThreads), kThreads, 0, s>>>(cptr<float>(src), ptr<float>(out),
-                                                                                outer, len, inner, reverse);
-    MOON_CUDA_LAUNCH_CHECK("cumsum_cols_kernel");
-  }
+  visit_float("cumsum", out, [&](auto tag) {
+    using T = decltype(tag);
+    if (inner == 1) {
+      cumsum_rows_kernel<T><<<blocks_for(outer * 32, kThreads), kThreads, 0, s>>>(cptr<T>(src), ptr<T>(out), outer,
+                                                                                  len, reverse);
+      MOON_CUDA_LAUNCH_CHECK("cumsum_rows_kernel");
+    } else {
+      cumsum_cols_kernel<T><<<blocks_for(outer * inner, kThreads), kThreads, 0, s>>>(cptr<T>(src), ptr<T>(out), outer,
+                                                                                     len, inner, reverse);
+      MOON_CUDA_LAUNCH_CHECK("cumsum_cols_kernel");
+    }
+  });
 }
 
 void max_middle(const Tensor& src, const Tensor& values, const Tensor& indices, int64_t outer, int64_t len,
                 int64_t inner) {
   if (outer * inner == 0) return;
   MOON_CHECK(len > 0, "max: the reduced dimension is empty, so it has no maximum");
+  MOON_CHECK(src.dtype() == values.dtype(), "max: src ", src.desc(), " and values ", values.desc(),
+             " differ in dtype");
   DeviceGuard guard(values.device());
   const Device dev = values.device();
   const cudaStream_t s = stream_of(values);
-  const float* in = cptr<float>(src);
-  float* vo = ptr<float>(values);
-  int64_t* io = ptr<int64_t>(indices);
-  const Plan p = plan_for(outer, len, inner);
-  if (p.chunks == 1) return launch_reduce<MaxOp>(MaxSrc{in, len, inner}, MaxSink{vo, io}, outer, len, inner, p, s);
-  const int64_t slots = outer * p.chunks * inner;
-  Tensor pv = empty({slots}, DType::F32, dev), pi = empty({slots}, DType::I64, dev);
-  launch_reduce<MaxOp>(MaxSrc{in, len, inner}, MaxSink{ptr<float>(pv), ptr<int64_t>(pi)}, outer, len, inner, p, s);
-  max_pairs_impl(ptr<float>(pv), ptr<int64_t>(pi), vo, io, outer, p.chunks, inner, dev, s);
+  visit_float("max", src, [&](auto tag) {
+    using T = decltype(tag);
+    const T* in = cptr<T>(src);
+    T* vo = ptr<T>(values);
+    int64_t* io = ptr<int64_t>(indices);
+    const Plan p = plan_for(outer, len, inner);
+    if (p.chunks == 1)
+      return launch_reduce<MaxOp>(MaxSrc<T>{in, len, inner}, MaxSink<T>{vo, io}, outer, len, inner, p, s);
+    const int64_t slots = outer * p.chunks * inner;
+    Tensor pv = empty({slots}, DType::F32, dev), pi = empty({slots}, DType::I64, dev);
+    launch_reduce<MaxOp>(MaxSrc<T>{in, len, inner}, MaxSink<float>{ptr<float>(pv), ptr<int64_t>(pi)}, outer, len,
+                         inner, p, s);
+    max_pairs_impl(cptr<float>(pv), cptr<int64_t>(pi), vo, io, outer, p.chunks, inner, dev, s);
+  });
 }
 
 void max_middle_backward(const Tensor& g, const Tensor& indices, const Tensor& dx, int64_t outer, int64_t len,
                          int64_t inner) {
   const int64_t n = outer * len * inner;
   if (n == 0) return;
+  MOON_CHECK(g.dtype() == dx.dtype(), "max backward: g ", g.desc(), " and dx ", dx.desc(), " differ in dtype");
   DeviceGuard guard(dx.device());
-  max_backward_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream_of(dx)>>>(cptr<float>(g), cptr<int64_t>(indices),
-                                                                               ptr<float>(dx), len, inner, n);
-  MOON_CUDA_LAUNCH_CHECK("max_backward_kernel");
+  visit_float("max backward", dx, [&](auto tag) {
+    using T = decltype(tag);
+    max_backward_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream_of(dx)>>>(
+        cptr<T>(g), cptr<int64_t>(indices), ptr<T>(dx), len, inner, n);
+    MOON_CUDA_LAUNCH_CHECK("max_backward_kernel");
+  });
 }
 
 void l2_normalize_rows(const Tensor& x, float eps, const Tensor& y, const Tensor& norm) {

@@ -1,4 +1,6 @@
-// CUDA top-k along the middle axis of a contiguous (outer, n, inner) f32 view, one block per (o, i) row.
+// CUDA top-k along the middle axis of a contiguous (outer, n, inner) view, one block per (o, i) row. The data
+// is f32 or bf16 (T): entries are widened on load (exact), compared in f32 and stored back as T (exact), so a
+// bf16 result equals the f32 kernel's on the widened input.
 //
 // The CPU's order is a strict total order on (value, position): for `largest`, NaN first, then larger values,
 // then the lower position; for smallest, numbers before NaN, then smaller values, then the lower position.
@@ -52,21 +54,21 @@ __device__ __forceinline__ Cand warp_best(Cand c) {
 
 // k rounds of a block arg-best per row: per round 1 compare and 4 bytes read per entry; 12 bytes written per
 // selected entry. blockDim.x is a multiple of 32.
-template <bool kLargest>
-__global__ void topk_rounds_kernel(float* __restrict__ values, int64_t* __restrict__ indices,
-                                   const float* __restrict__ x, int64_t outer, int64_t n, int64_t inner, int64_t k) {
+template <bool kLargest, class T>
+__global__ void topk_rounds_kernel(T* __restrict__ values, int64_t* __restrict__ indices, const T* __restrict__ x,
+                                   int64_t outer, int64_t n, int64_t inner, int64_t k) {
   __shared__ float wv[32];
   __shared__ long long wi[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int64_t rows = outer * inner;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {  // block-uniform
     const int64_t o = r / inner, i = r % inner;
-    const float* src = x + o * n * inner + i;
+    const T* src = x + o * n * inner + i;
     Cand prev{0.0f, -1};
     for (int64_t j = 0; j < k; ++j) {
       Cand best{0.0f, -1};
       for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
-        const Cand c{src[t * inner], t};
+        const Cand c{to_float(src[t * inner]), t};
         if ((prev.i < 0 || ranks_before<kLargest>(prev, c)) && ranks_before<kLargest>(c, best)) best = c;
       }
       best = warp_best<kLargest>(best);
@@ -78,7 +80,7 @@ __global__ void topk_rounds_kernel(float* __restrict__ values, int64_t* __restri
       Cand all = lane < warps ? Cand{wv[lane], static_cast<int64_t>(wi[lane])} : Cand{0.0f, -1};
       all = warp_best<kLargest>(all);  // every warp reduces the per-warp picks: all threads hold the result
       if (threadIdx.x == 0) {
-        values[(o * k + j) * inner + i] = all.v;
+        values[(o * k + j) * inner + i] = from_float<T>(all.v);
         indices[(o * k + j) * inner + i] = all.i;
       }
       prev = all;
@@ -89,18 +91,17 @@ __global__ void topk_rounds_kernel(float* __restrict__ values, int64_t* __restri
 
 // The row in shared memory, bitonic-sorted by the CPU's order (padded to `p`, a power of two <= kSortMax);
 // the first k written. O(n log^2 n) compares per row, 4 bytes read per entry, 12 written per selected entry.
-template <bool kLargest>
-__global__ void topk_sort_kernel(float* __restrict__ values, int64_t* __restrict__ indices,
-                                 const float* __restrict__ x, int64_t outer, int64_t n, int64_t inner, int64_t k,
-                                 int p) {
+template <bool kLargest, class T>
+__global__ void topk_sort_kernel(T* __restrict__ values, int64_t* __restrict__ indices, const T* __restrict__ x,
+                                 int64_t outer, int64_t n, int64_t inner, int64_t k, int p) {
   __shared__ float sv[kSortMax];
   __shared__ int si[kSortMax];
   const int64_t rows = outer * inner;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {  // block-uniform
     const int64_t o = r / inner, i = r % inner;
-    const float* src = x + o * n * inner + i;
+    const T* src = x + o * n * inner + i;
     for (int t = threadIdx.x; t < p; t += blockDim.x) {
-      sv[t] = t < n ? src[t * inner] : 0.0f;
+      sv[t] = t < n ? to_float(src[t * inner]) : 0.0f;
       si[t] = t < n ? t : -1;
     }
     __syncthreads();
@@ -122,28 +123,27 @@ __global__ void topk_sort_kernel(float* __restrict__ values, int64_t* __restrict
       }
     }
     for (int64_t j = threadIdx.x; j < k; j += blockDim.x) {
-      values[(o * k + j) * inner + i] = sv[j];
+      values[(o * k + j) * inner + i] = from_float<T>(sv[j]);
       indices[(o * k + j) * inner + i] = si[j];
     }
     __syncthreads();  // the next row overwrites sv / si
   }
 }
 
-template <bool kLargest>
-void launch_topk(float* v, int64_t* ix, const float* x, int64_t outer, int64_t n, int64_t inner, int64_t k,
-                 cudaStream_t s) {
+template <bool kLargest, class T>
+void launch_topk(T* v, int64_t* ix, const T* x, int64_t outer, int64_t n, int64_t inner, int64_t k, cudaStream_t s) {
   const int64_t rows = outer * inner;
   if (k > kRoundsMaxK && n <= kSortMax) {
     int p = 1;
     while (p < n) p <<= 1;
     const int threads = p / 2 >= kSortThreads ? kSortThreads : (p / 2 >= 32 ? p / 2 : 32);
-    topk_sort_kernel<kLargest><<<blocks_for(rows, 1), threads, 0, s>>>(v, ix, x, outer, n, inner, k, p);
+    topk_sort_kernel<kLargest, T><<<blocks_for(rows, 1), threads, 0, s>>>(v, ix, x, outer, n, inner, k, p);
     MOON_CUDA_LAUNCH_CHECK("topk_sort_kernel");
     return;
   }
   int threads = 32;
   while (threads < 512 && threads < n) threads <<= 1;
-  topk_rounds_kernel<kLargest><<<blocks_for(rows, 1), threads, 0, s>>>(v, ix, x, outer, n, inner, k);
+  topk_rounds_kernel<kLargest, T><<<blocks_for(rows, 1), threads, 0, s>>>(v, ix, x, outer, n, inner, k);
   MOON_CUDA_LAUNCH_CHECK("topk_rounds_kernel");
 }
 
@@ -154,10 +154,14 @@ void topk_rows(const Tensor& values, const Tensor& indices, const Tensor& x, int
   if (outer * inner * k == 0) return;
   DeviceGuard guard(values.device());
   const cudaStream_t s = stream_of(values);
-  if (largest)
-    launch_topk<true>(ptr<float>(values), ptr<int64_t>(indices), cptr<float>(x), outer, n, inner, k, s);
-  else
-    launch_topk<false>(ptr<float>(values), ptr<int64_t>(indices), cptr<float>(x), outer, n, inner, k, s);
+  MOON_CHECK(x.dtype() == values.dtype(), "topk: x ", x.desc(), " and values ", values.desc(), " differ in dtype");
+  visit_float("topk", x, [&](auto tag) {
+    using T = decltype(tag);
+    if (largest)
+      launch_topk<true>(ptr<T>(values), ptr<int64_t>(indices), cptr<T>(x), outer, n, inner, k, s);
+    else
+      launch_topk<false>(ptr<T>(values), ptr<int64_t>(indices), cptr<T>(x), outer, n, inner, k, s);
+  });
 }
 
 }  // namespace moon::cuda
