@@ -72,4 +72,10 @@ Tensor dense(const Tensor& x, const Tensor& w, const Tensor& b, const Compute& c
   return linear(x, w, b);
 }
 
+Tensor dense_gelu(const Tensor& x, const Tensor& w, const Tensor& b, GeluApprox approx, const Compute& compute) {
+  if (needs_grad({&x, &w, &b})) return gelu(dense(x, w, b, compute), approx);
+  if (compute.dtype == DType::BF16) return linear_gelu(x.to(DType::BF16), w.to(DType::BF16), b, approx).to(DType::F32);
+  return linear_gelu(x, w, b, approx);
+}
+
 }  // namespace moon::model

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "ops/elementwise.h"
 #include "runtime/tensor.h"
 
 namespace moon::model {
@@ -51,5 +52,8 @@ struct Compute {
 
 // linear(x, w, b) in the compute dtype: x (..., in), w (out, in), b (out) or undefined -> (..., out) f32.
 Tensor dense(const Tensor& x, const Tensor& w, const Tensor& b, const Compute& compute);
+// gelu(dense(x, w, b)): in inference (no autograd) the GELU runs in the GEMM's epilogue (one pass fewer over
+// the (..., out) activations, see linear_gelu); in training exactly dense() then gelu().
+Tensor dense_gelu(const Tensor& x, const Tensor& w, const Tensor& b, GeluApprox approx, const Compute& compute);
 
 }  // namespace moon::model

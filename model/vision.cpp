@@ -123,7 +123,10 @@ VisionOutput VisionEncoder::forward(const Tensor& pixels, const Compute& compute
     o = o.transpose(1, 2).reshape({Bi, L, Cv});          // (Bi, L, Cv)
     Tensor h = add(x, dense(o, l.o_w, l.o_b, compute));  // (Bi, L, Cv)
     Tensor m = layer_norm(h, l.ln2_w, l.ln2_b, eps);
-    m = dense(activation(dense(m, l.fc1_w, l.fc1_b, compute), config_.act), l.fc2_w, l.fc2_b, compute);
+    m = config_.act == "quick_gelu"
+            ? activation(dense(m, l.fc1_w, l.fc1_b, compute), config_.act)
+            : dense_gelu(m, l.fc1_w, l.fc1_b, config_.act == "gelu_tanh" ? GeluApprox::Tanh : GeluApprox::Erf, compute);
+    m = dense(m, l.fc2_w, l.fc2_b, compute);  // (Bi, L, Cv)
     x = add(h, m);                                            // (Bi, L, Cv)
     out.layer_outputs.push_back(cls ? x.slice(1, 1, L) : x);  // (Bi, N, Cv)
   }
@@ -184,7 +187,7 @@ Tensor Projector::forward(const Tensor& features, const Compute& compute) const 
   Tensor merged = merge_patches(features, merge_);  // (Bi, M, m^2 Cv)
   MOON_CHECK(merged.size(2) == w1_.size(1), "projector: features ", features.desc(), " have width ", features.size(2),
              " but the projector expects the vision width ", w1_.size(1) / (merge_ * merge_));
-  Tensor h = gelu(dense(merged, w1_, b1_, compute), GeluApprox::Erf);  // (Bi, M, Hp)
+  Tensor h = dense_gelu(merged, w1_, b1_, GeluApprox::Erf, compute);  // (Bi, M, Hp)
   return dense(h, w2_, b2_, compute);                                  // (Bi, M, C)
 }
 

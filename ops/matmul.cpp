@@ -28,7 +28,8 @@ using GemmFn = void (*)(const cpu::GemmArgs& args, Device device);
 void gemm_cpu(const cpu::GemmArgs& args, Device) { cpu::gemm(args); }
 KernelTable<GemmFn> g_gemm{"matmul", {gemm_cpu, MOON_CUDA_KERNEL(cuda::gemm)}};
 
-void matmul_nd(const Tensor& out, const Tensor& A, const Tensor& B, const float* bias) {
+void matmul_nd(const Tensor& out, const Tensor& A, const Tensor& B, const float* bias,
+               cpu::GemmEpilogue epilogue = cpu::GemmEpilogue::None) {
   const int64_t r = out.dim();
   const int64_t M = out.size(r - 2), N = out.size(r - 1), K = A.size(r - 1);
   if (out.numel() == 0) return;
@@ -44,7 +45,8 @@ void matmul_nd(const Tensor& out, const Tensor& A, const Tensor& B, const float*
     const Dim dim{out.size(d), A.stride(d), B.stride(d), out.stride(d)};
     (dim.sc == 0 ? reduced : kept).push_back(dim);
   }
-  MOON_CHECK(!bias || reduced.empty(), "matmul: internal error: a bias with a reduced batch dimension");
+  MOON_CHECK((!bias && epilogue == cpu::GemmEpilogue::None) || reduced.empty(),
+             "matmul: internal error: a bias or epilogue with a reduced batch dimension");
 
   int64_t Mf = M, Kf = K;
   const int64_t sam = A.stride(r - 2), sak = A.stride(r - 1);
@@ -92,6 +94,7 @@ void matmul_nd(const Tensor& out, const Tensor& A, const Tensor& B, const float*
   args.b_stride[0] = g.sb, args.b_stride[1] = sbk, args.b_stride[2] = sbn;
   args.c_stride[0] = g.sc, args.c_stride[1] = scm, args.c_stride[2] = scn;
   args.bias = bias;
+  args.epilogue = epilogue;
 
   const char* a0 = static_cast<const char*>(A.raw_data());
   const char* b0 = static_cast<const char*>(B.raw_data());
@@ -222,13 +225,15 @@ void check_operands(const char* op, const Tensor& a, const Tensor& b) {
 }
 
 // The core: a2 (..., M, K) @ b2 (..., K, N) with the batch dims broadcast, as a fresh (batch..., M, N) in the
-// operands' dtype. The GEMM accumulates and writes f32; bf16 operands get the f32 result rounded once.
-Tensor matmul_forward(const Tensor& a2, const Tensor& b2, const Shape& batch, const float* bias) {
+// operands' dtype. The GEMM accumulates and writes f32 (the epilogue applied in f32); bf16 operands get the
+// f32 result rounded once.
+Tensor matmul_forward(const Tensor& a2, const Tensor& b2, const Shape& batch, const float* bias,
+                      cpu::GemmEpilogue epilogue = cpu::GemmEpilogue::None) {
   Shape out_shape = batch;
   out_shape.push_back(a2.size(-2));
   out_shape.push_back(b2.size(-1));
   Tensor out = empty(out_shape, DType::F32, a2.device());  // (batch..., M, N) f32
-  matmul_nd(out, expand_batch(a2, batch), expand_batch(b2, batch), bias);
+  matmul_nd(out, expand_batch(a2, batch), expand_batch(b2, batch), bias, epilogue);
   return a2.dtype() == DType::BF16 ? out.to(DType::BF16) : out;
 }
 
@@ -309,30 +314,60 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
   return matmul(a, b);
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias_in) {
+namespace {
+
+// linear's forward without autograd: checks, the bias as a dense f32 vector (converted differentiably when it
+// is not one), and the product (batch..., R, out) with `epilogue`, viewed as x's shape with out_features last.
+struct LinearForward {
+  Tensor bias;        // (out) f32 dense, or undefined
+  Tensor full;        // (batch..., R, out)
+  Tensor out;         // x.shape()[:-1] + (out)
+  Shape batch;
+};
+LinearForward linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias_in, cpu::GemmEpilogue epilogue) {
   check_operands("linear", x, weight);
   MOON_CHECK(weight.dim() == 2, "linear: weight ", weight.desc(), " must be 2-D (out_features, in_features)");
   MOON_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input ", x.desc(), " and weight ", weight.desc(),
              ": the input's last dim must equal in_features = ", weight.size(1));
   const int64_t out_f = weight.size(0), in_f = weight.size(1);
-  Tensor bias;
+  LinearForward f;
   if (bias_in.defined()) {
     MOON_CHECK(bias_in.device() == x.device(), "linear: bias ", bias_in.desc(), " is not on ", x.device().str());
     MOON_CHECK(bias_in.dim() == 1 && bias_in.size(0) == out_f, "linear: bias ", bias_in.desc(),
                " must be 1-D of size out_features = ", out_f, " (weight ", weight.desc(), ")");
     MOON_CHECK(is_floating(bias_in.dtype()), "linear: bias ", bias_in.desc(), " must be floating point");
     // The GEMM reads a dense f32 bias: convert (differentiably) when it is not one already.
-    bias = bias_in.dtype() == DType::F32 && bias_in.stride(0) == 1 ? bias_in : bias_in.to(DType::F32).contiguous();
+    f.bias = bias_in.dtype() == DType::F32 && bias_in.stride(0) == 1 ? bias_in : bias_in.to(DType::F32).contiguous();
   }
   // x (..., in) as x2 (..., R, in): 1-D input gets a row dim.
   const Tensor x2 = x.dim() == 1 ? make_view(x, {1, in_f}, {in_f * x.stride(0), x.stride(0)}, x.offset()) : x;
-  const Shape batch(x2.shape().begin(), x2.shape().end() - 2);
+  f.batch = Shape(x2.shape().begin(), x2.shape().end() - 2);
   const Tensor wt = swap_last(weight);  // (in, out): W^T by strides
-  Tensor full = matmul_forward(x2, wt, batch, bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr);
+  f.full = matmul_forward(x2, wt, f.batch, f.bias.defined() ? static_cast<const float*>(f.bias.raw_data()) : nullptr,
+                          epilogue);
   Shape rs = x.shape();
   rs.back() = out_f;
-  Tensor out = rs == full.shape() ? full : make_view(full, rs, contiguous_strides(rs), 0);
+  f.out = rs == f.full.shape() ? f.full : make_view(f.full, rs, contiguous_strides(rs), 0);
+  return f;
+}
 
+}  // namespace
+
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, GeluApprox approx) {
+  const cpu::GemmEpilogue epilogue =
+      approx == GeluApprox::Tanh ? cpu::GemmEpilogue::GeluTanh : cpu::GemmEpilogue::GeluErf;
+  // Fused only without autograd (the backward needs the pre-activation) and where the GEMM has the epilogue.
+  const bool fused = !needs_grad({&x, &weight, &bias}) && (x.device().is_cpu() || approx == GeluApprox::Tanh);
+  if (!fused) return gelu(linear(x, weight, bias), approx);
+  return linear_forward(x, weight, bias, epilogue).out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias_in) {
+  const LinearForward f = linear_forward(x, weight, bias_in, cpu::GemmEpilogue::None);
+  const Tensor& bias = f.bias;
+  const Tensor& full = f.full;
+  const Tensor& out = f.out;
+  const Shape& batch = f.batch;
   const bool has_bias = bias.defined();
   if (needs_grad({&x, &weight, &bias})) {
     SavedTensor sx(x, "linear"), sw(weight, "linear");

@@ -7,6 +7,7 @@
 // is rounded to bf16 once, so the backward GEMMs also run on bf16 operands with f32 accumulation.
 #pragma once
 
+#include "ops/elementwise.h"
 #include "runtime/tensor.h"
 
 namespace moon {
@@ -24,6 +25,11 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // (a bf16 bias is converted). Backward: dx = dy @ W, dW = dy^T x over all leading dims flattened into one
 // GEMM, db = column sums of dy.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// gelu(linear(x, weight, bias), approx). Without autograd (inference) the activation runs in the GEMM's
+// epilogue, in the same pass as the product and the bias (oneDNN: both forms; cuBLASLt: the tanh form);
+// with autograd, or an erf GELU on CUDA, it is linear() then gelu().
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, GeluApprox approx);
 
 // Batched product with no broadcasting: (B, M, K) @ (B, K, N) -> (B, M, N).
 Tensor bmm(const Tensor& a, const Tensor& b);

@@ -2,6 +2,8 @@
 // (strided) operands, linear with and without bias, and bf16 inputs.
 #include <algorithm>
 
+#include <cmath>
+
 #include "ops/matmul.h"
 #include "ops/registry.h"
 
@@ -157,6 +159,31 @@ void register_matmul_ops(std::vector<OpInfo>& r) {
     c.grad_inputs = {0, 1, 2};
     return c;
   }));
+  // linear + GELU (erf and tanh forms): fused into the GEMM's epilogue in the harness's forward (no autograd),
+  // linear then gelu when gradients are checked. x (2, n, in), with or without bias.
+  for (GeluApprox approx : {GeluApprox::Erf, GeluApprox::Tanh}) {
+    const std::string name = approx == GeluApprox::Erf ? "linear_gelu" : "linear_gelu_tanh";
+    r.push_back(op_entry(name, "matmul", 3, [approx](CaseGen& g) {
+      const int64_t n = g.small(), in_f = g.pick(1, 8), out_f = g.pick(1, 6);
+      const bool with_bias = g.pick(0, 2) != 0;
+      OpCase c;
+      c.desc = "x (2, " + std::to_string(n) + ", " + std::to_string(in_f) + "), W (" + std::to_string(out_f) + ", " +
+               std::to_string(in_f) + ")" + (with_bias ? ", bias" : "");
+      c.inputs = {g.normal({2, n, in_f}), g.normal({out_f, in_f}), g.normal({out_f})};
+      c.run = [approx, with_bias](const std::vector<Tensor>& in) {
+        return std::vector<Tensor>{linear_gelu(in[0], in[1], with_bias ? in[2] : Tensor(), approx)};
+      };
+      c.reference = [approx, with_bias](const std::vector<RefTensor>& in) {
+        RefTensor y = ref_linear(in[0], in[1], with_bias ? &in[2] : nullptr);
+        for (double& v : y.data)
+          v = approx == GeluApprox::Erf ? 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)))
+                                        : 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+        return std::vector<RefTensor>{y};
+      };
+      c.grad_inputs = with_bias ? std::vector<int>{0, 1, 2} : std::vector<int>{0, 1};
+      return c;
+    }));
+  }
   // linear without bias: x (n, in) or a transposed view of it.
   r.push_back(op_entry("linear_nobias", "matmul", 2, [](CaseGen& g) {
     const int64_t n = g.small(), in_f = g.pick(1, 8), out_f = g.pick(1, 6);

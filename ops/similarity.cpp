@@ -33,29 +33,11 @@ void l2_normalize_backward_cpu(const Tensor& g, const Tensor& y, const Tensor& n
   dxo.commit();
 }
 
-#ifdef MOON_CUDA
-// The CUDA l2 kernels (ops/cuda/reduce_cuda.cu, another family's file) are called with f32 rows: bf16 operands
-// are widened on the device and the result rounded once into the bf16 destination, as on the CPU. (When those
-// kernels take bf16 themselves, these wrappers can hand the tensors straight through.)
-void l2_normalize_cuda(const Tensor& x, float eps, const Tensor& y, const Tensor& norm) {
-  const Tensor xf = f32_input(x);
-  const F32Output yo(y);
-  cuda::l2_normalize_rows(xf, eps, yo.get(), norm);
-  yo.commit();
-}
-void l2_normalize_backward_cuda(const Tensor& g, const Tensor& y, const Tensor& norm, float eps, const Tensor& dx) {
-  const Tensor gf = f32_input(g), yf = f32_input(y);
-  const F32Output dxo(dx);
-  cuda::l2_normalize_rows_backward(gf, yf, norm, eps, dxo.get());
-  dxo.commit();
-}
-#endif
-
 using L2Fn = void (*)(const Tensor&, float, const Tensor&, const Tensor&);
 using L2BackFn = void (*)(const Tensor&, const Tensor&, const Tensor&, float, const Tensor&);
-KernelTable<L2Fn> g_l2{"l2_normalize", {l2_normalize_cpu, MOON_CUDA_KERNEL(l2_normalize_cuda)}};
+KernelTable<L2Fn> g_l2{"l2_normalize", {l2_normalize_cpu, MOON_CUDA_KERNEL(cuda::l2_normalize_rows)}};
 KernelTable<L2BackFn> g_l2_back{"l2_normalize backward",
-                                {l2_normalize_backward_cpu, MOON_CUDA_KERNEL(l2_normalize_backward_cuda)}};
+                                {l2_normalize_backward_cpu, MOON_CUDA_KERNEL(cuda::l2_normalize_rows_backward)}};
 
 // t (..., D) as (R, D) rows with a unit column stride, without copying when the leading dims collapse.
 Tensor as_rows(const Tensor& t) {

@@ -208,6 +208,33 @@ TEST_CASE("gemm: K = 0 gives zero, bias, or leaves C when accumulating") {
   }
 }
 
+TEST_CASE("gemm: GELU epilogues (tanh and erf) after the bias, including K = 0") {
+  for (GemmEpilogue e : {GemmEpilogue::GeluTanh, GemmEpilogue::GeluErf})
+    for (int64_t K : {0, 1, 7, 64}) {
+      const int64_t M = 5, N = 6;
+      std::vector<float> A(M * std::max<int64_t>(K, 1)), B(std::max<int64_t>(K, 1) * N), C(M * N), bias(N);
+      std::mt19937 rng(3);
+      std::uniform_real_distribution<float> U(-2.f, 2.f);
+      for (auto* v : {&A, &B, &bias})
+        for (float& x : *v) x = U(rng);
+      GemmArgs g = dense_args(M, N, K, A.data(), B.data(), C.data());
+      g.bias = bias.data();
+      g.epilogue = e;
+      gemm(g);
+      double worst = 0;
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          double s = bias[j];
+          for (int64_t k = 0; k < K; ++k) s += double(A[i * K + k]) * B[k * N + j];
+          const double y = e == GemmEpilogue::GeluErf ? 0.5 * s * (1 + std::erf(s / std::sqrt(2.0)))
+                                                      : 0.5 * s * (1 + std::tanh(0.7978845608028654 * (s + 0.044715 * s * s * s)));
+          worst = std::max(worst, std::fabs(y - C[i * N + j]) / (1 + std::fabs(y)));
+        }
+      CAPTURE(K);
+      CHECK(worst < 1e-5);
+    }
+}
+
 TEST_CASE("gemm: empty problems do nothing") {
   float c = 42.f;
   GemmArgs g;
@@ -290,6 +317,13 @@ TEST_CASE("gemm: bad arguments throw moon::Error") {
   CHECK_THROWS_AS(gemm(g), moon::Error);
   g = ok; g.c_stride[1] = 1;  // rows overlapping
   CHECK_THROWS_AS(gemm(g), moon::Error);
+  g = ok; g.accumulate = true; g.epilogue = GemmEpilogue::GeluTanh;  // an activation of a partial sum
+  try {
+    gemm(g);
+    FAIL("an epilogue with accumulate was accepted");
+  } catch (const moon::Error& e) {
+    CHECK(std::string(e.what()).find("epilogue cannot be combined with accumulate") != std::string::npos);
+  }
   g = ok; g.c_stride[1] = 1;
   try {
     gemm(g);

@@ -14,8 +14,10 @@
 //   7. the primitive is looked up in / added to an LRU cache, executed with a per-thread scratchpad.
 #include "ops/cpu/gemm_onednn.h"
 
+#include <cmath>
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <list>
@@ -67,7 +69,8 @@ Runtime& runtime() {
 
 // ---- primitive cache ----------------------------------------------------------------------------------
 
-// Everything that determines the primitive: descriptor dims/strides of A, B, C, dtype, bias, accumulate.
+// Everything that determines the primitive: descriptor dims/strides of A, B, C, dtype, bias, accumulate,
+// epilogue.
 struct Key {
   std::array<int64_t, 23> v{};
   bool operator==(const Key& o) const { return v == o.v; }
@@ -281,14 +284,25 @@ void prepare_input(Operand& op, int64_t batch, int64_t R, int64_t Cc, size_t esz
   op.s[2] = 1;
 }
 
-// K == 0: the product is zero, so C = (accumulate ? C : 0) + bias.
+// The epilogue of one element (used where no primitive runs: K == 0).
+float apply_epilogue(GemmEpilogue e, float c) {
+  const double x = c;
+  switch (e) {
+    case GemmEpilogue::None: return c;
+    case GemmEpilogue::GeluTanh: return static_cast<float>(0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))));
+    case GemmEpilogue::GeluErf: return static_cast<float>(0.5 * x * (1.0 + std::erf(x * 0.7071067811865476)));
+  }
+  return c;
+}
+
+// K == 0: the product is zero, so C = epilogue((accumulate ? C : 0) + bias).
 void fill_k0(const GemmArgs& a) {
   for (int64_t b = 0; b < a.batch; ++b)
     for (int64_t i = 0; i < a.M; ++i) {
       float* row = a.C + b * a.c_stride[0] + i * a.c_stride[1];
       for (int64_t j = 0; j < a.N; ++j) {
         float& c = row[j * a.c_stride[2]];
-        c = (a.accumulate ? c : 0.0f) + (a.bias ? a.bias[j] : 0.0f);
+        c = apply_epilogue(a.epilogue, (a.accumulate ? c : 0.0f) + (a.bias ? a.bias[j] : 0.0f));
       }
     }
 }
@@ -298,6 +312,8 @@ void validate(const GemmArgs& a) {
     gemm_fail(a, "negative size; batch, M, N and K must all be >= 0");
   if (a.in_dtype != GemmDType::F32 && a.in_dtype != GemmDType::BF16)
     gemm_fail(a, "unknown input dtype " + std::to_string(static_cast<int>(a.in_dtype)) + "; use F32 or BF16");
+  if (a.epilogue != GemmEpilogue::None && a.accumulate)
+    gemm_fail(a, "an epilogue cannot be combined with accumulate; apply the activation after the sum");
   if (a.batch == 0 || a.M == 0 || a.N == 0) return;
   if (!a.C) gemm_fail(a, "output C is null; pass a (batch,M,N) f32 buffer");
   if (a.K > 0 && !a.A) gemm_fail(a, "input A is null; pass a (batch,M,K) buffer");
@@ -317,7 +333,7 @@ void validate(const GemmArgs& a) {
 
 std::shared_ptr<const Entry> make_entry(int nd, const int64_t* ad, const int64_t* as, const int64_t* bd,
                                         const int64_t* bs, const int64_t* cd, const int64_t* cs, dt in_dt,
-                                        bool has_bias, bool accumulate) {
+                                        bool has_bias, bool accumulate, GemmEpilogue epilogue) {
   auto dims = [nd](const int64_t* p) { return memory::dims(p, p + nd); };
   auto e = std::make_shared<Entry>();
   e->a_md = memory::desc(dims(ad), in_dt, dims(as));
@@ -332,9 +348,11 @@ std::shared_ptr<const Entry> make_entry(int nd, const int64_t* ad, const int64_t
   }
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (accumulate) {
+  if (accumulate || epilogue != GemmEpilogue::None) {
     dnnl::post_ops po;
-    po.append_sum(1.0f);
+    if (accumulate) po.append_sum(1.0f);
+    if (epilogue == GemmEpilogue::GeluTanh) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_tanh, 0.0f, 0.0f);
+    if (epilogue == GemmEpilogue::GeluErf) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
     attr.set_post_ops(po);
   }
   dnnl::matmul::desc desc = has_bias ? dnnl::matmul::desc(e->a_md, e->b_md, e->bias_md, e->c_md)
@@ -434,10 +452,11 @@ void run_onednn(const GemmArgs& args) {
     key.v[19] = static_cast<int64_t>(args.in_dtype);
     key.v[20] = has_bias;
     key.v[21] = args.accumulate;
+    key.v[22] = static_cast<int64_t>(args.epilogue);
   }
   std::shared_ptr<const Entry> e = cache().get(key, [&] {
     return make_entry(nd, ad + off, as + off, bd + off, bs + off, cd + off, cst + off, in_dt, has_bias,
-                      args.accumulate);
+                      args.accumulate, args.epilogue);
   });
 
   Runtime& rt = runtime();

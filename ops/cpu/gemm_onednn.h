@@ -2,7 +2,7 @@
 //
 // Every CPU matmul in moon goes through gemm(). Operands are 3-D strided views; a transposed operand is
 // just a view with swapped strides and is consumed in place whenever one of its two inner strides is 1.
-// oneDNN primitives are cached (LRU, thread-safe) keyed by shapes, strides, dtype, bias and accumulate.
+// oneDNN primitives are cached (LRU, thread-safe) keyed by shapes, strides, dtype, bias, accumulate and epilogue.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -11,7 +11,14 @@ namespace moon::cpu {
 
 enum class GemmDType { F32, BF16 };  // dtype of A and B (bf16 stored as uint16_t); accumulation is f32
 
-// C[b] (M,N) = op(A)[b] (M,K) @ op(B)[b] (K,N)  (+ C[b] if accumulate)  (+ bias[j] on every row)
+// An activation applied to each output element after the bias, in the same pass (not with accumulate).
+enum class GemmEpilogue {
+  None,
+  GeluTanh,  // 0.5 c (1 + tanh(sqrt(2/pi) (c + 0.044715 c^3)))
+  GeluErf,   // 0.5 c (1 + erf(c / sqrt 2))
+};
+
+// C[b] (M,N) = epilogue(op(A)[b] (M,K) @ op(B)[b] (K,N)  (+ C[b] if accumulate)  (+ bias[j] on every row))
 // Operands are strided 3-D views, strides in elements:
 //   A element (b,i,k) at A + b*a_stride[0] + i*a_stride[1] + k*a_stride[2]
 //   B element (b,k,j) at B + b*b_stride[0] + k*b_stride[1] + j*b_stride[2]
@@ -26,6 +33,7 @@ struct GemmArgs {
   float* C = nullptr;      int64_t c_stride[3] = {0, 0, 0};  // (batch, M, N); output is always f32
   const float* bias = nullptr;  // (N) or nullptr
   bool accumulate = false;      // C += product (oneDNN sum post-op), else C = product
+  GemmEpilogue epilogue = GemmEpilogue::None;  // oneDNN eltwise post-op after the bias
 };
 
 // Throws moon::Error on bad arguments (negative sizes, null pointers, an output whose elements overlap)

@@ -23,6 +23,7 @@ namespace {
 
 using cpu::GemmArgs;
 using cpu::GemmDType;
+using cpu::GemmEpilogue;
 
 constexpr int64_t kMaxBatchPerCall = 65535;
 
@@ -52,14 +53,17 @@ __global__ void copy3d_kernel(float* dst, int64_t d0, int64_t d1, int64_t d2, co
   }
 }
 
-// C[bi, i, j] = bias ? bias[j] : 0 (a product with K == 0). 0 FLOP, 4-8 bytes per element.
-__global__ void fill_bias_kernel(float* c, int64_t c0, int64_t c1, int64_t c2, const float* bias, int64_t batch,
-                                 int64_t M, int64_t N) {
+// C[bi, i, j] = gelu_tanh?(bias ? bias[j] : 0) (a product with K == 0). 0 FLOP (~10 with gelu), 4-8 bytes per
+// element.
+__global__ void fill_bias_kernel(float* c, int64_t c0, int64_t c1, int64_t c2, const float* bias, bool gelu,
+                                 int64_t batch, int64_t M, int64_t N) {
   const int64_t n = batch * M * N;
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n; e += int64_t{gridDim.x} * blockDim.x) {
     const int64_t j = e % N, rest = e / N;
     const int64_t i = rest % M, bi = rest / M;
-    c[bi * c0 + i * c1 + j * c2] = bias ? bias[j] : 0.0f;
+    const float v = bias ? bias[j] : 0.0f;
+    c[bi * c0 + i * c1 + j * c2] =
+        gelu ? 0.5f * v * (1.0f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v))) : v;
   }
 }
 
@@ -141,7 +145,8 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t type, const Operand& o, int64_
   return l;
 }
 
-// One cuBLASLt call: D (m x n) = op(P) (m x k) op(Q) (k x n) (+ beta D) (+ bias along D's rows), batch <= 65535.
+// One cuBLASLt call: D (m x n) = gelu?(op(P) (m x k) op(Q) (k x n) (+ beta D) (+ bias along D's rows)),
+// batch <= 65535.
 struct LtCall {
   bool bf16 = false;
   Operand p, q, d;
@@ -152,6 +157,7 @@ struct LtCall {
   float* D = nullptr;
   const float* bias = nullptr;
   bool accumulate = false;
+  bool gelu = false;  // cuBLASLt's GELU epilogue (the tanh form) after the bias
 };
 
 // False when cuBLASLt offers no algorithm for the call (nothing is launched then).
@@ -162,7 +168,7 @@ bool run_lt(const LtCall& call, Device device) {
   const uint32_t al_d = alignment(call.D, call.sd * 4, call.batch);
   const Key key{call.bf16, call.p.op, call.p.rows, call.p.cols, call.p.ld, call.q.op, call.q.rows, call.q.cols,
                 call.q.ld,  call.d.ld, call.m,      call.n,      call.k,    call.batch, call.sp,   call.sq,
-                call.sd,    call.bias != nullptr, al_p, al_q, al_d, device.index, 0, 0};
+                call.sd,    call.bias != nullptr, al_p, al_q, al_d, device.index, call.gelu, 0};
   size_t ws_bytes = 0;
   void* ws = cublaslt_workspace(device, &ws_bytes);
   const cublasLtHandle_t lt = cublaslt(device);
@@ -177,9 +183,12 @@ bool run_lt(const LtCall& call, Device device) {
     const cublasOperation_t opa = call.p.op, opb = call.q.op;
     MOON_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)));
     MOON_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)));
-    if (call.bias) {
-      const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    if (call.bias || call.gelu) {
+      const cublasLtEpilogue_t epi = call.gelu ? (call.bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                                               : CUBLASLT_EPILOGUE_BIAS;
       MOON_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    }
+    if (call.bias) {
       const int32_t bias_type = CUDA_R_32F;
       MOON_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
                                                        sizeof(bias_type)));
@@ -318,6 +327,7 @@ void gemm_batched(const GemmArgs& g, Device device) {
   call.k = K;
   call.bias = g.bias;
   call.accumulate = g.accumulate;
+  call.gelu = g.epilogue == GemmEpilogue::GeluTanh;
   const void* P;
   const void* Q;
   int64_t pr, pc, ps0, ps1, psb, qr, qc, qs0, qs1, qsb;
@@ -365,13 +375,19 @@ void gemm_batched(const GemmArgs& g, Device device) {
 
 void gemm(const GemmArgs& args, Device device) {
   MOON_CHECK(args.batch >= 0 && args.M >= 0 && args.N >= 0 && args.K >= 0, "matmul: negative GEMM sizes");
+  MOON_CHECK(args.epilogue != GemmEpilogue::GeluErf,
+             "matmul: the CUDA GEMM has no erf-GELU epilogue (cuBLASLt's GELU is the tanh form); apply gelu() "
+             "after the product");
+  MOON_CHECK(args.epilogue == GemmEpilogue::None || !args.accumulate,
+             "matmul: an epilogue cannot be combined with accumulate");
   if (args.batch == 0 || args.M == 0 || args.N == 0) return;
   DeviceGuard guard(device);
   if (args.K == 0) {  // an empty sum: C = bias or 0, or unchanged when accumulating
     if (!args.accumulate) {
       const int64_t n = args.batch * args.M * args.N;
       fill_bias_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream(device)>>>(
-          args.C, args.c_stride[0], args.c_stride[1], args.c_stride[2], args.bias, args.batch, args.M, args.N);
+          args.C, args.c_stride[0], args.c_stride[1], args.c_stride[2], args.bias,
+          args.epilogue == GemmEpilogue::GeluTanh, args.batch, args.M, args.N);
       MOON_CUDA_LAUNCH_CHECK("fill_bias_kernel");
     }
     return;

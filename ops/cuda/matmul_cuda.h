@@ -9,7 +9,8 @@
 namespace moon::cuda {
 
 // One batched strided GEMM on a CUDA device, with the contract of cpu::gemm (ops/cpu/gemm_onednn.h):
-//   C[b] (M,N) = A[b] (M,K) @ B[b] (K,N)  (+ C[b] if accumulate)  (+ bias[j] on every row)
+//   C[b] (M,N) = epilogue(A[b] (M,K) @ B[b] (K,N)  (+ C[b] if accumulate)  (+ bias[j] on every row))
+// The epilogue may be GeluTanh (cuBLASLt's GELU); GeluErf is refused (the op layer applies gelu() then).
 // A, B f32 or bf16 (args.in_dtype), C f32, bias dense f32 (N) or nullptr; all pointers on `device`.
 // Through cuBLASLt with f32 accumulation (CUBLAS_COMPUTE_32F, no TF32). Operands whose strides cuBLASLt
 // cannot describe are packed into dense temporaries; an output it cannot describe is computed into one and

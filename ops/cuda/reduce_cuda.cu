@@ -301,119 +301,97 @@ __device__ __forceinline__ float group_sum(float v, float* scratch) {
   else return warp_sum(v);
 }
 
-// y = x * 1 / max(||x||, eps) per row, norm = ||x||: 3 FLOP per element (dot, scale), 8 bytes per element and
-// 4 bytes per row. kVec: float4 loads and stores (D % 4 == 0, rows 16-byte aligned).
-template <bool kBlock, bool kVec>
-__global__ void l2_rows_kernel(const float* __restrict__ x, int64_t xs, int64_t R, int64_t D, float eps,
-                               float* __restrict__ y, float* __restrict__ norm) {
+// y = x * 1 / max(||x||, eps) per row, norm = ||x||: 3 FLOP per element (dot, scale), 2*sizeof(T) bytes per
+// element and 4 bytes per row. x and y are T (f32 or bf16, computed in f32, y rounded once); kW = 4: one
+// vector access per 4 elements (D % 4 == 0, rows aligned to kVecBytes<T>).
+template <bool kBlock, int kW, class T>
+__global__ void l2_rows_kernel(const T* __restrict__ x, int64_t xs, int64_t R, int64_t D, float eps,
+                               T* __restrict__ y, float* __restrict__ norm) {
   __shared__ float scratch[32];
   const int group = kBlock ? blockDim.x : 32;
   const int t = kBlock ? threadIdx.x : (threadIdx.x & 31);
   const int64_t per_block = kBlock ? 1 : (blockDim.x >> 5);
   const int64_t first = int64_t{blockIdx.x} * per_block + (kBlock ? 0 : (threadIdx.x >> 5));
   for (int64_t i = first; i < R; i += int64_t{gridDim.x} * per_block) {  // group-uniform
-    const float* r = x + i * xs;
-    float* o = y + i * D;
+    const T* r = x + i * xs;
+    T* o = y + i * D;
     float s = 0.0f;
-    if constexpr (kVec) {
-      const float4* r4 = reinterpret_cast<const float4*>(r);
-      for (int64_t j = t; j < D / 4; j += group) {
-        const float4 a = r4[j];
-        s = fmaf(a.x, a.x, s);
-        s = fmaf(a.y, a.y, s);
-        s = fmaf(a.z, a.z, s);
-        s = fmaf(a.w, a.w, s);
-      }
-    } else {
-      for (int64_t j = t; j < D; j += group) s = fmaf(r[j], r[j], s);
+    for (int64_t j = t; j < D / kW; j += group) {
+      float a[kW];
+      load_floats<kW>(r + j * kW, a);
+      for (int k = 0; k < kW; ++k) s = fmaf(a[k], a[k], s);
     }
     s = group_sum<kBlock>(s, scratch);
     const float n = sqrtf(s);
     if (t == 0) norm[i] = n;
     const float inv = 1.0f / (n > eps ? n : eps);
-    if constexpr (kVec) {
-      const float4* r4 = reinterpret_cast<const float4*>(r);
-      float4* o4 = reinterpret_cast<float4*>(o);
-      for (int64_t j = t; j < D / 4; j += group) {
-        const float4 a = r4[j];
-        o4[j] = make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
-      }
-    } else {
-      for (int64_t j = t; j < D; j += group) o[j] = r[j] * inv;
+    for (int64_t j = t; j < D / kW; j += group) {
+      float a[kW];
+      load_floats<kW>(r + j * kW, a);
+      for (int k = 0; k < kW; ++k) a[k] *= inv;
+      store_floats<kW>(o + j * kW, a);
     }
   }
 }
 
-// dx = (g - y * dot(g, y)) / norm per row, or g / eps where the norm was clamped: 5 FLOP and 12 bytes per
-// element, 4 bytes per row.
-template <bool kBlock, bool kVec>
-__global__ void l2_rows_backward_kernel(const float* __restrict__ g, int64_t gs, const float* __restrict__ y,
+// dx = (g - y * dot(g, y)) / norm per row, or g / eps where the norm was clamped: 5 FLOP and 3*sizeof(T) bytes
+// per element, 4 bytes per row. g, y, dx are T (computed in f32, dx rounded once).
+template <bool kBlock, int kW, class T>
+__global__ void l2_rows_backward_kernel(const T* __restrict__ g, int64_t gs, const T* __restrict__ y,
                                         const float* __restrict__ norm, int64_t R, int64_t D, float eps,
-                                        float* __restrict__ dx) {
+                                        T* __restrict__ dx) {
   __shared__ float scratch[32];
   const int group = kBlock ? blockDim.x : 32;
   const int t = kBlock ? threadIdx.x : (threadIdx.x & 31);
   const int64_t per_block = kBlock ? 1 : (blockDim.x >> 5);
   const int64_t first = int64_t{blockIdx.x} * per_block + (kBlock ? 0 : (threadIdx.x >> 5));
   for (int64_t i = first; i < R; i += int64_t{gridDim.x} * per_block) {  // group-uniform
-    const float* gr = g + i * gs;
-    const float* yr = y + i * D;
-    float* o = dx + i * D;
+    const T* gr = g + i * gs;
+    const T* yr = y + i * D;
+    T* o = dx + i * D;
     const float ni = norm[i];
     const bool clamped = !(ni > eps);  // uniform over the group
     const float inv = 1.0f / (clamped ? eps : ni);
     float dot = 0.0f;
     if (!clamped) {
-      if constexpr (kVec) {
-        const float4* g4 = reinterpret_cast<const float4*>(gr);
-        const float4* y4 = reinterpret_cast<const float4*>(yr);
-        for (int64_t j = t; j < D / 4; j += group) {
-          const float4 a = g4[j], b = y4[j];
-          dot = fmaf(a.x, b.x, dot);
-          dot = fmaf(a.y, b.y, dot);
-          dot = fmaf(a.z, b.z, dot);
-          dot = fmaf(a.w, b.w, dot);
-        }
-      } else {
-        for (int64_t j = t; j < D; j += group) dot = fmaf(gr[j], yr[j], dot);
+      for (int64_t j = t; j < D / kW; j += group) {
+        float a[kW], b[kW];
+        load_floats<kW>(gr + j * kW, a);
+        load_floats<kW>(yr + j * kW, b);
+        for (int k = 0; k < kW; ++k) dot = fmaf(a[k], b[k], dot);
       }
       dot = group_sum<kBlock>(dot, scratch);
     }
-    if constexpr (kVec) {
-      const float4* g4 = reinterpret_cast<const float4*>(gr);
-      const float4* y4 = reinterpret_cast<const float4*>(yr);
-      float4* o4 = reinterpret_cast<float4*>(o);
-      for (int64_t j = t; j < D / 4; j += group) {
-        const float4 a = g4[j], b = y4[j];
-        o4[j] = make_float4((a.x - b.x * dot) * inv, (a.y - b.y * dot) * inv, (a.z - b.z * dot) * inv,
-                            (a.w - b.w * dot) * inv);
-      }
-    } else {
-      for (int64_t j = t; j < D; j += group) o[j] = (gr[j] - yr[j] * dot) * inv;
+    for (int64_t j = t; j < D / kW; j += group) {
+      float a[kW], b[kW];
+      load_floats<kW>(gr + j * kW, a);
+      load_floats<kW>(yr + j * kW, b);
+      for (int k = 0; k < kW; ++k) a[k] = (a[k] - b[k] * dot) * inv;
+      store_floats<kW>(o + j * kW, a);
     }
   }
 }
 
 constexpr int64_t kBlockRowMin = 2048;  // rows at least this long get a whole block, shorter ones a warp
 
-template <bool kVec>
-void launch_l2(const float* x, int64_t xs, int64_t R, int64_t D, float eps, float* y, float* norm, cudaStream_t s) {
+template <int kW, class T>
+void launch_l2(const T* x, int64_t xs, int64_t R, int64_t D, float eps, T* y, float* norm, cudaStream_t s) {
   if (D >= kBlockRowMin) {
-    l2_rows_kernel<true, kVec><<<blocks_for(R, 1), kThreads, 0, s>>>(x, xs, R, D, eps, y, norm);
+    l2_rows_kernel<true, kW><<<blocks_for(R, 1), kThreads, 0, s>>>(x, xs, R, D, eps, y, norm);
   } else {
-    l2_rows_kernel<false, kVec><<<blocks_for(R * 32, kThreads), kThreads, 0, s>>>(x, xs, R, D, eps, y, norm);
+    l2_rows_kernel<false, kW><<<blocks_for(R * 32, kThreads), kThreads, 0, s>>>(x, xs, R, D, eps, y, norm);
   }
   MOON_CUDA_LAUNCH_CHECK("l2_rows_kernel");
 }
 
-template <bool kVec>
-void launch_l2_back(const float* g, int64_t gs, const float* y, const float* norm, int64_t R, int64_t D, float eps,
-                    float* dx, cudaStream_t s) {
+template <int kW, class T>
+void launch_l2_back(const T* g, int64_t gs, const T* y, const float* norm, int64_t R, int64_t D, float eps, T* dx,
+                    cudaStream_t s) {
   if (D >= kBlockRowMin) {
-    l2_rows_backward_kernel<true, kVec><<<blocks_for(R, 1), kThreads, 0, s>>>(g, gs, y, norm, R, D, eps, dx);
+    l2_rows_backward_kernel<true, kW><<<blocks_for(R, 1), kThreads, 0, s>>>(g, gs, y, norm, R, D, eps, dx);
   } else {
-    l2_rows_backward_kernel<false, kVec><<<blocks_for(R * 32, kThreads), kThreads, 0, s>>>(g, gs, y, norm, R, D, eps,
-                                                                                             dx);
+    l2_rows_backward_kernel<false, kW><<<blocks_for(R * 32, kThreads), kThreads, 0, s>>>(g, gs, y, norm, R, D, eps,
+                                                                                           dx);
   }
   MOON_CUDA_LAUNCH_CHECK("l2_rows_backward_kernel");
 }
@@ -495,13 +473,16 @@ void l2_normalize_rows(const Tensor& x, float eps, const Tensor& y, const Tensor
   if (R * D == 0) return;
   DeviceGuard guard(y.device());
   const int64_t xs = R > 1 ? x.stride(0) : D;
-  const float* xp = cptr<float>(x);
-  float* yp = ptr<float>(y);
-  const bool vec = D % 4 == 0 && xs % 4 == 0 && aligned(xp, 16) && aligned(yp, 16);
-  if (vec)
-    launch_l2<true>(xp, xs, R, D, eps, yp, ptr<float>(norm), stream_of(y));
-  else
-    launch_l2<false>(xp, xs, R, D, eps, yp, ptr<float>(norm), stream_of(y));
+  visit_float("l2_normalize", y, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = cptr<T>(x);
+    T* yp = ptr<T>(y);
+    const bool vec = D % 4 == 0 && xs % 4 == 0 && aligned(xp, kVecBytes<T>) && aligned(yp, kVecBytes<T>);
+    if (vec)
+      launch_l2<4>(xp, xs, R, D, eps, yp, ptr<float>(norm), stream_of(y));
+    else
+      launch_l2<1>(xp, xs, R, D, eps, yp, ptr<float>(norm), stream_of(y));
+  });
 }
 
 void l2_normalize_rows_backward(const Tensor& g, const Tensor& y, const Tensor& norm, float eps, const Tensor& dx) {
@@ -509,14 +490,18 @@ void l2_normalize_rows_backward(const Tensor& g, const Tensor& y, const Tensor& 
   if (R * D == 0) return;
   DeviceGuard guard(dx.device());
   const int64_t gs = R > 1 ? g.stride(0) : D;
-  const float* gp = cptr<float>(g);
-  const float* yp = cptr<float>(y);
-  float* dp = ptr<float>(dx);
-  const bool vec = D % 4 == 0 && gs % 4 == 0 && aligned(gp, 16) && aligned(yp, 16) && aligned(dp, 16);
-  if (vec)
-    launch_l2_back<true>(gp, gs, yp, cptr<float>(norm), R, D, eps, dp, stream_of(dx));
-  else
-    launch_l2_back<false>(gp, gs, yp, cptr<float>(norm), R, D, eps, dp, stream_of(dx));
+  visit_float("l2_normalize backward", dx, [&](auto tag) {
+    using T = decltype(tag);
+    const T* gp = cptr<T>(g);
+    const T* yp = cptr<T>(y);
+    T* dp = ptr<T>(dx);
+    const bool vec = D % 4 == 0 && gs % 4 == 0 && aligned(gp, kVecBytes<T>) && aligned(yp, kVecBytes<T>) &&
+                     aligned(dp, kVecBytes<T>);
+    if (vec)
+      launch_l2_back<4>(gp, gs, yp, cptr<float>(norm), R, D, eps, dp, stream_of(dx));
+    else
+      launch_l2_back<1>(gp, gs, yp, cptr<float>(norm), R, D, eps, dp, stream_of(dx));
+  });
 }
 
 }  // namespace moon::cuda

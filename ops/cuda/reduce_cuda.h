@@ -19,7 +19,8 @@ void max_middle(const Tensor& src, const Tensor& values, const Tensor& indices, 
 // dx (outer, len, inner) = g (outer, inner) at k == indices[o, j], zero elsewhere.
 void max_middle_backward(const Tensor& g, const Tensor& indices, const Tensor& dx, int64_t outer, int64_t len,
                          int64_t inner);
-// y (R, D) = rows of x / max(||row||, eps), norm (R) = ||row||; x has unit column stride.
+// y (R, D) = rows of x / max(||row||, eps), norm (R, f32) = ||row||; x has unit column stride. x, y (and g, dx
+// below) f32 or bf16, one dtype: computed in f32, rounded once on store.
 void l2_normalize_rows(const Tensor& x, float eps, const Tensor& y, const Tensor& norm);
 // dx (R, D) from g (R, D, unit column stride), the saved output y and the norms.
 void l2_normalize_rows_backward(const Tensor& g, const Tensor& y, const Tensor& norm, float eps, const Tensor& dx);

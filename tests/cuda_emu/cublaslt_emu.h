@@ -8,7 +8,8 @@
 //   * every leading dimension >= its layout's rows; batch counts equal; A and B of one type; C, D f32;
 //     compute type 32F; a bias epilogue has an f32 bias (and a pointer to it when the product runs);
 //   * the alignments promised in the preference hold for the pointers and the batch strides.
-// cublasLtMatmul then computes D = alpha op(A) op(B) + beta C (+ bias[row]) in double from the
+// cublasLtMatmul then computes D = gelu?(alpha op(A) op(B) + beta C (+ bias[row])) in double (GELU in its tanh
+// form, as the library's) from the
 // column-major layouts and stores f32. `lt_refuse` makes the heuristic turn calls down, so the driver's
 // fallbacks (split batches, dense copies) run: 0 accept all, 1 refuse batched calls, 2 refuse batched calls
 // and any operand whose leading dimension is not its row count.
@@ -20,7 +21,12 @@ enum cublasStatus_t { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7
 enum cublasOperation_t { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };
 enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16BF = 14 };
 enum cublasComputeType_t { CUBLAS_COMPUTE_32F = 68 };
-enum cublasLtEpilogue_t { CUBLASLT_EPILOGUE_DEFAULT = 1, CUBLASLT_EPILOGUE_BIAS = 4 };
+enum cublasLtEpilogue_t {
+  CUBLASLT_EPILOGUE_DEFAULT = 1,
+  CUBLASLT_EPILOGUE_BIAS = 4,
+  CUBLASLT_EPILOGUE_GELU = 32,
+  CUBLASLT_EPILOGUE_GELU_BIAS = 36
+};
 enum cublasLtMatmulDescAttributes_t {
   CUBLASLT_MATMUL_DESC_TRANSA,
   CUBLASLT_MATMUL_DESC_TRANSB,
@@ -163,10 +169,10 @@ inline LtShape lt_check(const LtDesc& d, const LtLayout& a, const LtLayout& b, c
   for (const LtLayout* l : {&a, &b, &c, &dl})
     if (l->ld < std::max<int64_t>(1, int64_t(l->rows))) bad("a leading dimension is below its row count");
   if (a.batch != dl.batch || b.batch != dl.batch || c.batch != dl.batch || dl.batch < 1) bad("batch counts differ");
-  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS) {
+  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS || d.epilogue == CUBLASLT_EPILOGUE_GELU_BIAS) {
     if (running && !d.bias) bad("bias epilogue without a bias pointer");
     if (d.bias_type != CUDA_R_32F) bad("bias is not f32");
-  } else if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+  } else if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT && d.epilogue != CUBLASLT_EPILOGUE_GELU) {
     bad("unknown epilogue");
   }
   return {m, n, k};
@@ -218,7 +224,9 @@ inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, c
     return f;
   };
   const float a = *static_cast<const float*>(alpha), bt = *static_cast<const float*>(beta);
-  const float* bias = d->epilogue == CUBLASLT_EPILOGUE_BIAS ? static_cast<const float*>(d->bias) : nullptr;
+  const bool with_bias = d->epilogue == CUBLASLT_EPILOGUE_BIAS || d->epilogue == CUBLASLT_EPILOGUE_GELU_BIAS;
+  const bool gelu = d->epilogue == CUBLASLT_EPILOGUE_GELU || d->epilogue == CUBLASLT_EPILOGUE_GELU_BIAS;
+  const float* bias = with_bias ? static_cast<const float*>(d->bias) : nullptr;
   std::vector<float> out(size_t(s.m * s.n));
   for (int64_t bi = 0; bi < dl->batch; ++bi) {
     const int64_t oa = bi * al->stride, ob = bi * bl->stride;
@@ -235,6 +243,7 @@ inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, c
         double v = double(a) * acc;
         if (bt != 0.0f) v += double(bt) * Cb[i + j * cl->ld];
         if (bias) v += bias[i];
+        if (gelu) v = 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
         out[size_t(i + j * s.m)] = float(v);
       }
     for (int64_t j = 0; j < s.n; ++j)

@@ -1,5 +1,5 @@
 // bf16 activations through the converted ops/cuda/{norm,loss,rope}_cuda.cu entry points (softmax, log_softmax,
-// layer_norm, rms_norm, column_sum, cross_entropy, rope; forward and backward). Each case runs an entry point
+// layer_norm, rms_norm, column_sum, cross_entropy, rope; forward and backward) and reduce_cuda.cu's l2_normalize. Each case runs an entry point
 // on bf16 CPU tensors and again on the same values held in f32 with the same layout (alignment, strides), and
 // checks (a) the bf16 result is the f32 result rounded once, bit for bit (the kernels compute in f32 in the
 // same order and round on store), and (b) it agrees with the CPU op / CPU kernel in bf16.
@@ -11,6 +11,7 @@
 #include "common.h"
 #include "emu/ops/cuda/loss_cuda.h"
 #include "emu/ops/cuda/norm_cuda.h"
+#include "emu/ops/cuda/reduce_cuda.h"
 #include "ops/attention.h"
 #include "ops/cpu/loss_kernels.h"
 #include "ops/cpu/norm_kernels.h"
@@ -280,6 +281,31 @@ void test_rope_bf16() {
   }
 }
 
+// l2_normalize rows (ops/cuda/reduce_cuda.cu), forward and backward, warp- and block-per-row, vector and scalar
+// paths: the bf16 result is the f32 result rounded, the norms are equal bit for bit.
+void test_l2_bf16() {
+  for (auto [R, D] : std::vector<std::pair<int64_t, int64_t>>{{3, 8}, {5, 17}, {2, 2048}, {1, 3}})
+    for (bool mis : {false, true}) {
+      char ctx[64];
+      snprintf(ctx, sizeof ctx, "R=%ld D=%ld%s", (long)R, (long)D, mis ? " misaligned" : "");
+      const int64_t n = R * D;
+      Twin x = twin({R, D}, mis), g = twin({R, D}, mis);
+      Tensor y = nan_buf({R, D}, DType::BF16, mis), yf = nan_buf({R, D}, DType::F32, mis);
+      Tensor nb = nan_buf({R}, DType::F32), nf = nan_buf({R}, DType::F32);
+      cuda::l2_normalize_rows(x.b, 1e-12f, y, nb);
+      cuda::l2_normalize_rows(x.f, 1e-12f, yf, nf);
+      cmp_rounded("bf16 l2 fwd", y, F(yf), n, ctx);
+      cmp_bits("bf16 l2 norms", F(nb), F(nf), R, ctx);
+      // Backward from the same (bf16-representable) saved output in both dtypes.
+      Twin ys{nan_buf({R, D}, DType::F32, mis), y};
+      for (int64_t i = 0; i < n; ++i) F(ys.f)[i] = bf16_to_f32(B16(y)[i]);
+      Tensor dx = nan_buf({R, D}, DType::BF16, mis), dxf = nan_buf({R, D}, DType::F32, mis);
+      cuda::l2_normalize_rows_backward(g.b, ys.b, nb, 1e-12f, dx);
+      cuda::l2_normalize_rows_backward(g.f, ys.f, nb, 1e-12f, dxf);
+      cmp_rounded("bf16 l2 bwd", dx, F(dxf), n, ctx);
+    }
+}
+
 }  // namespace
 
 void test_bf16_norm(const std::string& only) {
@@ -293,6 +319,7 @@ void test_bf16_norm(const std::string& only) {
   run("bf16_norm norms", test_norms_bf16);
   run("bf16_norm ce", test_ce_bf16);
   run("bf16_norm rope", test_rope_bf16);
+  run("bf16_norm l2", test_l2_bf16);
 }
 
 }  // namespace emutest

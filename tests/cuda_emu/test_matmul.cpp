@@ -54,12 +54,13 @@ struct Problem {
   Lay la = Lay::Row, lb = Lay::Row, lc = Lay::Row;
   bool a_bcast = false, b_bcast = false, accumulate = false, bias = false;
   bool c_reduced = false;  // C's batch stride 0: the batch's products summed into one matrix (accumulating)
+  bool gelu = false;       // the GELU (tanh) epilogue
   std::string str() const {
     char b[256];
-    std::snprintf(b, sizeof b, "b%ld M%ld N%ld K%ld %s A:%s%s B:%s%s C:%s%s%s%s pad%ld", long(batch), long(M), long(N),
+    std::snprintf(b, sizeof b, "b%ld M%ld N%ld K%ld %s A:%s%s B:%s%s C:%s%s%s%s%s pad%ld", long(batch), long(M), long(N),
                   long(K), dtype == GemmDType::BF16 ? "bf16" : "f32", lay_name(la), a_bcast ? "(bcast)" : "",
                   lay_name(lb), b_bcast ? "(bcast)" : "", lay_name(lc), c_reduced ? "(reduced)" : "",
-                  accumulate ? " acc" : "", bias ? " bias" : "", long(pad));
+                  accumulate ? " acc" : "", bias ? " bias" : "", gelu ? " gelu" : "", long(pad));
     return b;
   }
 };
@@ -94,6 +95,7 @@ void check_problem(const Problem& p, uint32_t seed, int refuse) {
   std::copy(lc.s, lc.s + 3, g.c_stride);
   g.bias = p.bias ? bias.data() : nullptr;
   g.accumulate = p.accumulate;
+  g.epilogue = p.gelu ? moon::cpu::GemmEpilogue::GeluTanh : moon::cpu::GemmEpilogue::None;
 
   GemmArgs cpu_args = g;
   cpu_args.C = c_cpu.data() + off;
@@ -146,6 +148,7 @@ void test_matmul(const std::string& only) {
             p.accumulate = seed % 4 == 2;
             p.a_bcast = seed % 5 == 1;
             p.b_bcast = !p.a_bcast && seed % 5 == 3;
+            p.gelu = !p.accumulate && seed % 3 == 0;
             check_problem(p, seed++, refuse);
           }
     // Edge cases: K = 0 (C = bias or unchanged), vectors (M or N = 1), a summed batch, wide K.
@@ -154,7 +157,9 @@ void test_matmul(const std::string& only) {
       p.dtype = dt;
       p.K = 0, p.M = 3, p.N = 5, p.batch = 2, p.bias = true;
       check_problem(p, seed++, refuse);
-      p.bias = false, p.accumulate = true;
+      p.gelu = true;
+      check_problem(p, seed++, refuse);
+      p.gelu = false, p.bias = false, p.accumulate = true;
       check_problem(p, seed++, refuse);
       p = Problem{};
       p.dtype = dt, p.M = 1, p.N = 7, p.K = 5, p.lb = Lay::Trans, p.bias = true;
@@ -168,11 +173,27 @@ void test_matmul(const std::string& only) {
       p = Problem{};
       p.dtype = dt, p.batch = 2, p.M = 5, p.N = 3, p.K = 300, p.b_bcast = true, p.bias = true;
       check_problem(p, seed++, refuse);
+      p.gelu = true, p.lc = Lay::Trans;  // GELU without a bias on a column-major output (the N-form)
+      p.bias = false;
+      check_problem(p, seed++, refuse);
     }
     if (refuse > 0 && emu::lt_refusals == refusals0) fail("matmul: refusal mode " + std::to_string(refuse) + " never refused");
   }
   emu::lt_refuse = 0;
   if (emu::lt_calls == calls0) fail("matmul: cublasLtMatmul was never called");
+  // The erf GELU has no cuBLASLt epilogue: refused with a message (the op layer applies gelu() instead).
+  ++checks;
+  try {
+    float a = 1, b = 1, c = 0;
+    GemmArgs g;
+    g.M = g.N = g.K = 1, g.A = &a, g.B = &b, g.C = &c;
+    g.a_stride[1] = g.a_stride[2] = g.b_stride[1] = g.b_stride[2] = g.c_stride[1] = g.c_stride[2] = 1;
+    g.epilogue = moon::cpu::GemmEpilogue::GeluErf;
+    moon::cuda_emu::gemm(g, moon::kCPU);
+    fail("matmul: an erf-GELU epilogue was accepted");
+  } catch (const moon::Error& e) {
+    if (std::string(e.what()).find("erf-GELU") == std::string::npos) fail(std::string("matmul: unexpected error: ") + e.what());
+  }
   done("matmul");
 }
 
