@@ -66,15 +66,15 @@ void ParamStore::zero_grad() {
 }
 
 Tensor dense(const Tensor& x, const Tensor& w, const Tensor& b, const Compute& compute) {
-  // bf16 compute: bf16 GEMM operands, f32 accumulation, the result rounded to bf16 (as under PyTorch's
-  // autocast) and widened back, so the rest of the model keeps f32 activations.
-  if (compute.dtype == DType::BF16) return linear(x.to(DType::BF16), w.to(DType::BF16), b).to(DType::F32);
+  // bf16 compute: bf16 GEMM operands, f32 accumulation and an f32 result; the rest of the model keeps f32
+  // activations.
+  if (compute.dtype == DType::BF16) return linear(x.to(DType::BF16), w.to(DType::BF16), b, DType::F32);
   return linear(x, w, b);
 }
 
 Tensor dense_gelu(const Tensor& x, const Tensor& w, const Tensor& b, GeluApprox approx, const Compute& compute) {
   if (needs_grad({&x, &w, &b})) return gelu(dense(x, w, b, compute), approx);
-  if (compute.dtype == DType::BF16) return linear_gelu(x.to(DType::BF16), w.to(DType::BF16), b, approx).to(DType::F32);
+  if (compute.dtype == DType::BF16) return linear_gelu(x.to(DType::BF16), w.to(DType::BF16), b, approx, DType::F32);
   return linear_gelu(x, w, b, approx);
 }
 

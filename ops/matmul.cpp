@@ -228,13 +228,13 @@ void check_operands(const char* op, const Tensor& a, const Tensor& b) {
 // operands' dtype. The GEMM accumulates and writes f32 (the epilogue applied in f32); bf16 operands get the
 // f32 result rounded once.
 Tensor matmul_forward(const Tensor& a2, const Tensor& b2, const Shape& batch, const float* bias,
-                      cpu::GemmEpilogue epilogue = cpu::GemmEpilogue::None) {
+                      cpu::GemmEpilogue epilogue = cpu::GemmEpilogue::None, bool f32_out = false) {
   Shape out_shape = batch;
   out_shape.push_back(a2.size(-2));
   out_shape.push_back(b2.size(-1));
   Tensor out = empty(out_shape, DType::F32, a2.device());  // (batch..., M, N) f32
   matmul_nd(out, expand_batch(a2, batch), expand_batch(b2, batch), bias, epilogue);
-  return a2.dtype() == DType::BF16 ? out.to(DType::BF16) : out;
+  return a2.dtype() == DType::BF16 && !f32_out ? out.to(DType::BF16) : out;
 }
 
 // Gradients of a2 (..., M, K) and b2 (..., K, N) given g (batch..., M, N); each summed to its own shape.
@@ -324,11 +324,14 @@ struct LinearForward {
   Tensor out;         // x.shape()[:-1] + (out)
   Shape batch;
 };
-LinearForward linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias_in, cpu::GemmEpilogue epilogue) {
+LinearForward linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias_in, cpu::GemmEpilogue epilogue,
+                             DType out_dtype) {
   check_operands("linear", x, weight);
   MOON_CHECK(weight.dim() == 2, "linear: weight ", weight.desc(), " must be 2-D (out_features, in_features)");
   MOON_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input ", x.desc(), " and weight ", weight.desc(),
              ": the input's last dim must equal in_features = ", weight.size(1));
+  MOON_CHECK(out_dtype == x.dtype() || out_dtype == DType::F32, "linear: the result dtype must be f32 or the operands' (",
+             dtype_name(x.dtype()), "), got ", dtype_name(out_dtype));
   const int64_t out_f = weight.size(0), in_f = weight.size(1);
   LinearForward f;
   if (bias_in.defined()) {
@@ -344,7 +347,7 @@ LinearForward linear_forward(const Tensor& x, const Tensor& weight, const Tensor
   f.batch = Shape(x2.shape().begin(), x2.shape().end() - 2);
   const Tensor wt = swap_last(weight);  // (in, out): W^T by strides
   f.full = matmul_forward(x2, wt, f.batch, f.bias.defined() ? static_cast<const float*>(f.bias.raw_data()) : nullptr,
-                          epilogue);
+                          epilogue, out_dtype == DType::F32);
   Shape rs = x.shape();
   rs.back() = out_f;
   f.out = rs == f.full.shape() ? f.full : make_view(f.full, rs, contiguous_strides(rs), 0);
@@ -354,16 +357,22 @@ LinearForward linear_forward(const Tensor& x, const Tensor& weight, const Tensor
 }  // namespace
 
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, GeluApprox approx) {
+  return linear_gelu(x, weight, bias, approx, x.dtype());
+}
+
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, GeluApprox approx, DType out_dtype) {
   const cpu::GemmEpilogue epilogue =
       approx == GeluApprox::Tanh ? cpu::GemmEpilogue::GeluTanh : cpu::GemmEpilogue::GeluErf;
   // Fused only without autograd (the backward needs the pre-activation) and where the GEMM has the epilogue.
   const bool fused = !needs_grad({&x, &weight, &bias}) && (x.device().is_cpu() || approx == GeluApprox::Tanh);
-  if (!fused) return gelu(linear(x, weight, bias), approx);
-  return linear_forward(x, weight, bias, epilogue).out;
+  if (!fused) return gelu(linear(x, weight, bias, out_dtype), approx);
+  return linear_forward(x, weight, bias, epilogue, out_dtype).out;
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias_in) {
-  const LinearForward f = linear_forward(x, weight, bias_in, cpu::GemmEpilogue::None);
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) { return linear(x, weight, bias, x.dtype()); }
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias_in, DType out_dtype) {
+  const LinearForward f = linear_forward(x, weight, bias_in, cpu::GemmEpilogue::None, out_dtype);
   const Tensor& bias = f.bias;
   const Tensor& full = f.full;
   const Tensor& out = f.out;

@@ -25,11 +25,15 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // (a bf16 bias is converted). Backward: dx = dy @ W, dW = dy^T x over all leading dims flattened into one
 // GEMM, db = column sums of dy.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// The same with the result in `out_dtype`, the operands' dtype or f32: f32 keeps a bf16 product's f32
+// accumulation unrounded (bf16 GEMM operands with f32 activations, the model's bf16 compute mode).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, DType out_dtype);
 
 // gelu(linear(x, weight, bias), approx). Without autograd (inference) the activation runs in the GEMM's
 // epilogue, in the same pass as the product and the bias (oneDNN: both forms; cuBLASLt: the tanh form);
 // with autograd, or an erf GELU on CUDA, it is linear() then gelu().
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, GeluApprox approx);
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, GeluApprox approx, DType out_dtype);
 
 // Batched product with no broadcasting: (B, M, K) @ (B, K, N) -> (B, M, N).
 Tensor bmm(const Tensor& a, const Tensor& b);

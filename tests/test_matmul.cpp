@@ -122,6 +122,16 @@ TEST_CASE("matmul: bf16 inputs give the f32 product rounded once to bf16, and f3
   CHECK(max_abs_diff(w.grad(), ref) < 2e-2);
 }
 
+TEST_CASE("linear: bf16 operands with an f32 result keep the f32 accumulation; other result dtypes are refused") {
+  Tensor x = randn({3, 8}).to(DType::BF16), w = randn({5, 8}).to(DType::BF16), b = randn({5});
+  const Tensor y32 = linear(x, w, b, DType::F32);  // (3, 5) f32, not rounded
+  const Tensor y16 = linear(x, w, b);              // (3, 5) bf16
+  CHECK(y32.dtype() == DType::F32);
+  CHECK(y16.dtype() == DType::BF16);
+  CHECK(y32.to(DType::BF16).to_vector<float>() == y16.to_vector<float>());  // y16 is y32 rounded once
+  CHECK(error_of([&] { (void)linear(x, w, b, DType::I64); }).find("result dtype must be f32 or") != std::string::npos);
+}
+
 TEST_CASE("linear: bias and weight gradients over flattened leading dims") {
   Tensor x = randn({2, 3, 5}).set_requires_grad(), w = randn({4, 5}).set_requires_grad(),
          b = randn({4}).set_requires_grad();
