@@ -1,12 +1,16 @@
-// matmul GFLOP/s: moon::matmul (f32 and bf16 operands, f32 result) next to a direct oneDNN matmul primitive
-// on the same shapes, created once outside the timing loop (the ceiling moon's GEMM wrapper can reach).
+// matmul GFLOP/s: moon::matmul (f32 and bf16 operands; a bf16 product is rounded to a bf16 result) next to a
+// direct oneDNN matmul primitive writing f32 on the same shapes, created once outside the timing loop (the
+// ceiling moon's GEMM wrapper can reach); and linear_gelu (GELU fused into the GEMM) next to linear + gelu.
 #include <dnnl.hpp>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "bench/bench_common.h"
+#include "ops/elementwise.h"
 #include "ops/matmul.h"
+#include "runtime/autograd.h"
 #include "runtime/tensor.h"
 
 namespace moon::bench {
@@ -64,7 +68,31 @@ void bm_matmul(benchmark::State& state, MMShape s, bool bf16) {
       [] {});
 }
 
+// linear_gelu (GELU tanh in the GEMM's epilogue, inference) next to the same product with a separate gelu()
+// pass, in the same iterations: the ratio is what the fusion saves. x (R, in), W (out, in), bias (out).
+void bm_linear_gelu(benchmark::State& state, int64_t R, int64_t in, int64_t out) {
+  const Tensor x = randn({R, in}), w = randn({out, in}), b = randn({out});  // (R, in), (out, in), (out)
+  NoGradGuard ng;
+  Tensor y;
+  run_paired(
+      state, 2.0 * R * in * out, "GFLOP",
+      [&] {
+        y = Tensor();
+        y = gelu(linear(x, w, b), GeluApprox::Tanh);
+      },
+      [&] {
+        y = Tensor();
+        y = linear_gelu(x, w, b, GeluApprox::Tanh);
+      },
+      [] {});
+}
+
 const int kRegistered = [] {
+  // The ViT MLP (SigLIP-base width at 1024 patches) and the Qwen2-0.5B MLP width at 4096 tokens.
+  for (auto [r, in, out] : {std::tuple<int64_t, int64_t, int64_t>{1024, 768, 3072}, {4096, 896, 4864}}) {
+    const std::string name = "linear_gelu_f32/" + std::to_string(r) + "x" + std::to_string(in) + "x" + std::to_string(out);
+    benchmark::RegisterBenchmark(name.c_str(), bm_linear_gelu, r, in, out)->UseManualTime()->Unit(benchmark::kMillisecond);
+  }
   for (const MMShape& s : kShapes)
     for (bool bf16 : {false, true}) {
       const std::string name = std::string(bf16 ? "matmul_bf16/" : "matmul_f32/") + std::to_string(s.M) + "x" +

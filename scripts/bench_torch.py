@@ -10,7 +10,7 @@ takes `--repeats` samples, each the mean time of a batch of calls lasting about 
 reports the median sample as seconds per call and as a rate (GFLOP/s or GB/s, with the same work counts as
 moon_bench). Output: {"context": {...}, "benchmarks": [{"name", "seconds", "rate", "unit"}, ...]}.
 
-Differences from moon worth knowing: torch's bf16 matmul returns bf16 (moon returns f32); torch 1.13 has no
+Differences from moon worth knowing: torch 1.13 has no
 rms_norm, so the composite x * rsqrt(mean(x^2) + eps) * w (as Hugging Face's Qwen2) is timed; attention is
 torch.nn.functional._scaled_dot_product_attention (1.13's private, unfused math version).
 """
@@ -63,6 +63,11 @@ def benchmarks():
             a = torch.randn(M, K).to(dt)
             b = torch.randn(K, N).to(dt)
             yield f"matmul_{tag}/{M}x{K}x{N}", 2.0 * M * N * K, "GFLOP/s", (lambda a=a, b=b: torch.matmul(a, b)), None
+
+    for r, k, n in [(1024, 768, 3072), (4096, 896, 4864)]:
+        x, w, bias = torch.randn(r, k), torch.randn(n, k), torch.randn(n)
+        yield (f"linear_gelu_f32/{r}x{k}x{n}", 2.0 * r * k * n, "GFLOP/s",
+               (lambda x=x, w=w, bias=bias: F.gelu(F.linear(x, w, bias), approximate="tanh")), None)
 
     for r, c in MEM_SHAPES:
         x = torch.randn(r, c)
