@@ -149,6 +149,7 @@ MOON_COMMAND(embed, 62, "product embeddings of a manifest, an image or a text ->
   model::MoonModel& model = *loaded.model;
   const bool bf16 = has_flag(args, "--bf16");
   model.compute().dtype = bf16 ? DType::BF16 : DType::F32;
+  model.compute().fuse_epilogues = true;  // inference: GELUs in their GEMM's epilogue
   const int64_t D = model.config().embedding.dim;
   const int64_t dim = static_cast<int64_t>(unsigned_flag(args, "--dim", static_cast<uint64_t>(D), 1, static_cast<uint64_t>(D)));
   const int64_t batch = static_cast<int64_t>(unsigned_flag(args, "--batch", 32, 1, 1 << 16));

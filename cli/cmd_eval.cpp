@@ -84,6 +84,7 @@ MOON_COMMAND(eval, 66, "the mbe-local evaluation: retrieval, zero-shot, attribut
   model::LoadedModel loaded = model::load_model_or_config(ckpt, config);
   model::MoonModel& model = *loaded.model;
   model.compute().dtype = has_flag(args, "--bf16") ? DType::BF16 : DType::F32;
+  model.compute().fuse_epilogues = true;  // inference: GELUs in their GEMM's epilogue
   const model::TokenizerChoice tok = model::pick_tokenizer(tokenizer_flag(args), loaded.metadata, model.config().decoder.vocab);
 
   io::LoadOptions load;

@@ -73,7 +73,7 @@ Tensor dense(const Tensor& x, const Tensor& w, const Tensor& b, const Compute& c
 }
 
 Tensor dense_gelu(const Tensor& x, const Tensor& w, const Tensor& b, GeluApprox approx, const Compute& compute) {
-  if (needs_grad({&x, &w, &b})) return gelu(dense(x, w, b, compute), approx);
+  if (!compute.fuse_epilogues || needs_grad({&x, &w, &b})) return gelu(dense(x, w, b, compute), approx);
   if (compute.dtype == DType::BF16) return linear_gelu(x.to(DType::BF16), w.to(DType::BF16), b, approx, DType::F32);
   return linear_gelu(x, w, b, approx);
 }

@@ -48,12 +48,16 @@ class ParamStore {
 // The dtype matrix products run in: F32, or BF16 (operands rounded to bf16, f32 accumulation and result).
 struct Compute {
   DType dtype = DType::F32;
+  // Inference only (moon embed, moon eval): GELUs run in their GEMM's epilogue. Off by default, so a forward
+  // without autograd (gradient caching's first pass) computes bit for bit what the same forward with
+  // autograd computes.
+  bool fuse_epilogues = false;
 };
 
 // linear(x, w, b) in the compute dtype: x (..., in), w (out, in), b (out) or undefined -> (..., out) f32.
 Tensor dense(const Tensor& x, const Tensor& w, const Tensor& b, const Compute& compute);
-// gelu(dense(x, w, b)): in inference (no autograd) the GELU runs in the GEMM's epilogue (one pass fewer over
-// the (..., out) activations, see linear_gelu); in training exactly dense() then gelu().
+// gelu(dense(x, w, b)): with compute.fuse_epilogues and no autograd the GELU runs in the GEMM's epilogue (one
+// pass fewer over the (..., out) activations, see linear_gelu); otherwise exactly dense() then gelu().
 Tensor dense_gelu(const Tensor& x, const Tensor& w, const Tensor& b, GeluApprox approx, const Compute& compute);
 
 }  // namespace moon::model

@@ -449,6 +449,11 @@ TEST_SUITE("model_vision") {
       // bf16 compute stays close to f32
       VisionOutput vb = vit.forward(pixels, Compute{DType::BF16});
       check_close(vb.features, ref.features, 6e-2, "features (bf16 compute)");
+      // Inference with the GELU fused into the fc1 GEMM (moon embed / eval), in f32 and bf16 compute.
+      NoGradGuard no_grad;
+      check_close(vit.forward(pixels, Compute{DType::F32, true}).features, ref.features, 1e-4, "features (fused)");
+      check_close(vit.forward(pixels, Compute{DType::BF16, true}).features, ref.features, 6e-2,
+                  "features (fused, bf16 compute)");
     }
   }
 
@@ -465,6 +470,8 @@ TEST_SUITE("model_vision") {
       for (double& v : h) v = ref_act(v, "gelu");
       Vec want = ref_linear(h, Bi * M, 12, get(ps, "projector.linear_2.weight"), get(ps, "projector.linear_2.bias"), 8);
       check_close(proj.forward(f, Compute{}), want, 1e-5, "projector");
+      NoGradGuard no_grad;
+      check_close(proj.forward(f, Compute{DType::F32, true}), want, 1e-5, "projector (fused GELU)");
     }
   }
 
