@@ -76,10 +76,10 @@ void attention_backward_cpu(const cpu::AttnParams& p, const Tensor& q, const Ten
 }
 
 const KernelTable<AttnForwardFn> g_attention_forward{
-    "scaled_dot_product_attention", {attention_forward_cpu, MOON_CUDA_KERNEL(cuda::attention_forward_tensors)}};
+    "scaled_dot_product_attention", {attention_forward_cpu, MOON_CUDA_KERNEL(cuda::attention_forward)}};
 const KernelTable<AttnBackwardFn> g_attention_backward{
     "scaled_dot_product_attention backward",
-    {attention_backward_cpu, MOON_CUDA_KERNEL(cuda::attention_backward_tensors)}};
+    {attention_backward_cpu, MOON_CUDA_KERNEL(cuda::attention_backward)}};
 
 cpu::AttnParams make_params(const Tensor& q, const Tensor& k, const AttentionOptions& o) {
   cpu::AttnParams p{};

@@ -33,9 +33,7 @@
 
 namespace moon::cuda {
 
-using cpu::AttnGradTensors;
 using cpu::AttnParams;
-using cpu::AttnTensors;
 
 namespace {
 
@@ -628,31 +626,8 @@ void run_backward(Device device, const AttnParams& p, const Operands<T>& t, cons
   with_head_tier(p.D, [&]<int DMAX>() { backward_impl<T, DMAX>(device, p, t, g, dp); });
 }
 
-void copy_strides(const int64_t (&from)[4], int64_t (&to)[4]) {
-  for (int d = 0; d < 4; ++d) to[d] = from[d];
-}
 void tensor_strides(const Tensor& t, int64_t (&to)[4]) {
   for (int d = 0; d < 4; ++d) to[d] = t.stride(d);
-}
-
-// The CPU structs' f32 pointers as Operands<float>.
-Operands<float> f32_operands(const AttnTensors& t) {
-  Operands<float> o{};
-  o.q = t.q, o.k = t.k, o.v = t.v, o.out = t.out, o.lse = t.lse;
-  copy_strides(t.q_stride, o.q_stride);
-  copy_strides(t.k_stride, o.k_stride);
-  copy_strides(t.v_stride, o.v_stride);
-  copy_strides(t.out_stride, o.out_stride);
-  return o;
-}
-GradOperands<float> f32_grad_operands(const AttnGradTensors& g) {
-  GradOperands<float> o{};
-  o.dout = g.dout, o.dq = g.dq, o.dk = g.dk, o.dv = g.dv;
-  copy_strides(g.dout_stride, o.dout_stride);
-  copy_strides(g.dq_stride, o.dq_stride);
-  copy_strides(g.dk_stride, o.dk_stride);
-  copy_strides(g.dv_stride, o.dv_stride);
-  return o;
 }
 
 const char* const kOp = "scaled_dot_product_attention (CUDA)";
@@ -682,15 +657,7 @@ Operands<T> tensor_operands(const AttnParams& p, const Tensor& q, const Tensor& 
 
 }  // namespace
 
-void attention_forward(Device device, const AttnParams& p, const AttnTensors& t) {
-  run_forward(device, p, f32_operands(t));
-}
-
-void attention_backward(Device device, const AttnParams& p, const AttnTensors& t, const AttnGradTensors& g) {
-  run_backward(device, p, f32_operands(t), f32_grad_operands(g));
-}
-
-void attention_forward_tensors(const AttnParams& p, const Tensor& q, const Tensor& k, const Tensor& v,
+void attention_forward(const AttnParams& p, const Tensor& q, const Tensor& k, const Tensor& v,
                                const Tensor& out, const Tensor& lse) {
   visit_float(kOp, q, [&](auto tag) {
     using T = decltype(tag);
@@ -698,7 +665,7 @@ void attention_forward_tensors(const AttnParams& p, const Tensor& q, const Tenso
   });
 }
 
-void attention_backward_tensors(const AttnParams& p, const Tensor& q, const Tensor& k, const Tensor& v,
+void attention_backward(const AttnParams& p, const Tensor& q, const Tensor& k, const Tensor& v,
                                 const Tensor& out, const Tensor& lse, const Tensor& dout, const Tensor& dq,
                                 const Tensor& dk, const Tensor& dv) {
   MOON_CHECK(lse.defined(), kOp, " backward: needs the lse saved by the forward");

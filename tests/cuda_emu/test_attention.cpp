@@ -12,22 +12,22 @@ namespace emutest {
 namespace {
 using namespace moon;
 namespace cuda = moon::cuda_emu;
-using cpu::AttnGradTensors;
 using cpu::AttnParams;
-using cpu::AttnTensors;
 
-// A (B, H, T, D) view in a buffer with a layout: 0 = BHTD, 1 = BTHD, 2 = BHDT, 3 = gapped (row stride D+3)
+// A (B, H, T, D) view of a NaN-filled host buffer with a layout: 0 = BHTD, 1 = BTHD, 2 = BHDT, 3 = gapped (row
+// stride D+3).
 struct View {
-  std::vector<float> buf; int64_t s[4]; int64_t B, H, T, D;
+  Tensor buf, view; int64_t s[4]; int64_t B, H, T, D;
   View(int64_t B_, int64_t H_, int64_t T_, int64_t D_, int layout) : B(B_), H(H_), T(T_), D(D_) {
     int64_t n = B * H * T * D;
     if (layout == 0) { s[3] = 1; s[2] = D; s[1] = T * D; s[0] = H * T * D; }
     if (layout == 1) { s[3] = 1; s[1] = D; s[2] = H * D; s[0] = T * H * D; }
     if (layout == 2) { s[2] = 1; s[3] = T; s[1] = T * D; s[0] = H * T * D; }
     if (layout == 3) { s[3] = 1; s[2] = D + 3; s[1] = T * (D + 3); s[0] = H * T * (D + 3); n = B * H * T * (D + 3); }
-    buf.assign(size_t(n) + 1, std::numeric_limits<float>::quiet_NaN());
+    buf = full({n + 1}, std::numeric_limits<float>::quiet_NaN());
+    view = make_view(buf, {B, H, T, D}, {s[0], s[1], s[2], s[3]}, 0);
   }
-  float& at(int64_t b, int64_t h, int64_t t, int64_t d) { return buf[b * s[0] + h * s[1] + t * s[2] + d * s[3]]; }
+  float& at(int64_t b, int64_t h, int64_t t, int64_t d) { return F(buf)[b * s[0] + h * s[1] + t * s[2] + d * s[3]]; }
 };
 
 struct Case { int64_t B, Hq, Hkv, Tq, Tk, D; bool causal = false; int64_t q_offset = 0; bool padding = false;
@@ -50,13 +50,10 @@ void run_case(const Case& c) {
   std::vector<uint8_t> keep(size_t(c.B * c.Tk), 1);
   if (c.padding) for (int64_t b = 0; b < c.B; ++b) for (int64_t j = 0; j < c.Tk; ++j) keep[b * c.Tk + j] = (b == 1) ? 0 : ((j * 7 + b) % 5 != 0);
   AttnParams p{c.B, c.Hq, c.Hkv, c.Tq, c.Tk, c.D, float(1.0 / std::sqrt(double(c.D))), c.causal, c.q_offset, c.padding ? keep.data() : nullptr};
-  std::vector<float> lse(size_t(c.B * c.Hq * c.Tq), std::nanf(""));
-  AttnTensors t{q.buf.data(), {}, k.buf.data(), {}, v.buf.data(), {}, out.buf.data(), {}, lse.data()};
-  std::copy_n(q.s, 4, t.q_stride); std::copy_n(k.s, 4, t.k_stride); std::copy_n(v.s, 4, t.v_stride); std::copy_n(out.s, 4, t.out_stride);
-  cuda::attention_forward(kCPU, p, t);
-  AttnGradTensors g{dout.buf.data(), {}, dq.buf.data(), {}, dk.buf.data(), {}, dv.buf.data(), {}};
-  std::copy_n(dout.s, 4, g.dout_stride); std::copy_n(dq.s, 4, g.dq_stride); std::copy_n(dk.s, 4, g.dk_stride); std::copy_n(dv.s, 4, g.dv_stride);
-  cuda::attention_backward(kCPU, p, t, g);
+  Tensor lse_t = full({c.B, c.Hq, c.Tq}, std::nanf(""));
+  cuda::attention_forward(p, q.view, k.view, v.view, out.view, lse_t);
+  cuda::attention_backward(p, q.view, k.view, v.view, out.view, lse_t, dout.view, dq.view, dk.view, dv.view);
+  const float* lse = F(lse_t);
 
   // reference in double
   double eo = 0, no = 0, el = 0, edq = 0, ndq = 0, edk = 0, ndk = 0, edv = 0, ndv = 0;

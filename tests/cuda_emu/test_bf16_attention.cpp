@@ -108,20 +108,20 @@ void run_case(const Case& c, uint64_t seed) {
 
   // bf16 run on the views.
   const Tensor out = make_layout(c.B, c.Hq, c.Tq, c.D, c.ql, bf), lse = full({c.B, c.Hq, c.Tq}, NaN, f32);
-  cuda::attention_forward_tensors(p, q, k, v, out, lse);
+  cuda::attention_forward(p, q, k, v, out, lse);
   const Tensor dq = make_layout(c.B, c.Hq, c.Tq, c.D, c.ql, bf), dk = make_layout(c.B, c.Hkv, c.Tk, c.D, c.kl, bf),
                dv = make_layout(c.B, c.Hkv, c.Tk, c.D, c.kl, bf);
-  cuda::attention_backward_tensors(p, q, k, v, out, lse, dout, dq, dk, dv);
+  cuda::attention_backward(p, q, k, v, out, lse, dout, dq, dk, dv);
 
   // (a) the same entry points on the widened values (contiguous f32), rounded once.
   const Tensor qf = q0.to(f32), kf = k0.to(f32), vf = v0.to(f32), gf = g0.to(f32);
   const Tensor outf = full(qf.shape(), NaN, f32), lsef = full({c.B, c.Hq, c.Tq}, NaN, f32);
-  cuda::attention_forward_tensors(p, qf, kf, vf, outf, lsef);
+  cuda::attention_forward(p, qf, kf, vf, outf, lsef);
   same_bits("bf16 out", out, outf.to(bf), ctx);
   same_bits("bf16 lse", lse, lsef, ctx);
   const Tensor outw = out.to(f32).contiguous();  // the backward reads the bf16 run's out, widened
   const Tensor dqf = full(qf.shape(), NaN, f32), dkf = full(kf.shape(), NaN, f32), dvf = full(vf.shape(), NaN, f32);
-  cuda::attention_backward_tensors(p, qf, kf, vf, outw, lsef, gf, dqf, dkf, dvf);
+  cuda::attention_backward(p, qf, kf, vf, outw, lsef, gf, dqf, dkf, dvf);
   same_bits("bf16 dq", dq, dqf.to(bf), ctx);
   same_bits("bf16 dk", dk, dkf.to(bf), ctx);
   same_bits("bf16 dv", dv, dvf.to(bf), ctx);
