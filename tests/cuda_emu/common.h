@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <string>
 
 #include "cuda_emu_shim.h"
@@ -48,6 +49,42 @@ void guarded(const char* name, F&& f) {
 }
 
 inline float* F(const moon::Tensor& t) { return static_cast<float*>(t.raw_data()); }
+
+// A NaN-filled contiguous tensor of `s` and dtype `dt` starting `offset` elements into a fresh (aligned)
+// buffer: offset 0 takes the kernels' vector paths, an odd offset their scalar ones.
+inline moon::Tensor nan_tensor(const moon::Shape& s, moon::DType dt = moon::DType::F32, int64_t offset = 0) {
+  const int64_t n = moon::shape_numel(s);
+  return moon::full({n + offset + 8}, NaN, dt).slice(0, offset, offset + n).view(s);
+}
+
+// printf-style formatting into a std::string (case descriptions).
+template <class... A>
+std::string fmt(const char* f, A... a) {
+  char b[512];
+  std::snprintf(b, sizeof b, f, a...);
+  return b;
+}
+
+// Seeded random test values.
+struct Random {
+  std::mt19937 rng;
+  explicit Random(unsigned seed) : rng(seed) {}
+  float uni(float a = -1, float b = 1) { return std::uniform_real_distribution<float>(a, b)(rng); }
+  int64_t irand(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); }
+  // data modes: 0 uniform, 1 small integers (ties), 2 uniform with 5% NaN, 3 ties + NaN + +-inf + +-0
+  float sample(int mode) {
+    if (mode == 0) return uni();
+    if (mode == 1) return float(irand(-3, 3));
+    if (mode == 2) return irand(0, 19) == 0 ? NaN : uni();
+    const int r = int(irand(0, 9));
+    if (r == 0) return NaN;
+    if (r == 1) return INFINITY;
+    if (r == 2) return -INFINITY;
+    if (r == 3) return -0.0f;
+    if (r == 4) return 0.0f;
+    return float(irand(-2, 2));
+  }
+};
 
 // max |a-b| / (abs + rel |b|) must be <= 1 over n elements; NaN must match NaN, infinities exactly.
 inline void cmp(const char* what, const float* a, const float* b, int64_t n, double rel, double abs_, const char* ctx) {

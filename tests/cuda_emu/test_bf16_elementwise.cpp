@@ -37,18 +37,9 @@ const uint16_t* B(const Tensor& t) { return static_cast<const uint16_t*>(t.raw_d
 uint16_t* Bw(const Tensor& t) { return static_cast<uint16_t*>(t.raw_data()); }
 
 // A NaN-filled bf16 tensor starting `mis` elements (2 bytes each) past an 8-byte boundary.
-Tensor bbuf(const Shape& s, int mis = 0) {
-  int64_t n = 1;
-  for (auto d : s) n *= d;
-  Tensor b = full({n + 8}, NaN, DType::BF16);
-  return b.slice(0, mis, mis + n).view(s);
-}
+Tensor bbuf(const Shape& s, int mis = 0) { return nan_tensor(s, DType::BF16, mis); }
 // A NaN-filled f32 tensor (16-byte aligned).
-Tensor fbuf(const Shape& s) {
-  int64_t n = 1;
-  for (auto d : s) n *= d;
-  return full({n}, NaN).view(s);
-}
+Tensor fbuf(const Shape& s) { return nan_tensor(s); }
 // Random bf16 values N(0, scale^2) (|x| + lo when lo > 0), in a bbuf.
 Tensor brnd(const Shape& s, int mis = 0, float scale = 1.f, float lo = 0.f) {
   Tensor t = bbuf(s, mis);

@@ -25,33 +25,13 @@ namespace {
 using namespace moon;
 namespace cuda = moon::cuda_emu;
 
-std::mt19937 rng(4242);
-float uni(float a = -1, float b = 1) { return std::uniform_real_distribution<float>(a, b)(rng); }
-int64_t irand(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); }
-template <class... A>
-std::string fmt(const char* f, A... a) {
-  char b[512];
-  snprintf(b, sizeof b, f, a...);
-  return b;
-}
+Random R(4242);
 
-// data modes: 0 uniform, 1 small integers (ties), 3 ties + NaN + +-inf + +-0
-float sample(int mode) {
-  if (mode == 0) return uni();
-  if (mode == 1) return float(irand(-3, 3));
-  const int r = int(irand(0, 9));
-  if (r == 0) return NaN;
-  if (r == 1) return INFINITY;
-  if (r == 2) return -INFINITY;
-  if (r == 3) return -0.0f;
-  if (r == 4) return 0.0f;
-  return float(irand(-2, 2));
-}
 // A contiguous bf16 tensor of `s` with values of `mode` (rounded from f32).
 Tensor bf16_data(const Shape& s, int mode) {
   Tensor t = empty(s);
   float* p = F(t);
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = sample(mode);
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = R.sample(mode);
   return t.to(DType::BF16);
 }
 // A bf16 tensor of `n` elements starting `off` elements into a fresh buffer (off odd: 2-byte aligned only).
@@ -173,7 +153,7 @@ void max_case(int64_t outer, int64_t len, int64_t inner, int mode) {
 void scatter_case(const Shape& xs, const Shape& is, int64_t dim) {
   const std::string ctx = "scatter_add x " + shape_str(xs) + " index " + shape_str(is) + fmt(" dim=%ld", dim);
   Tensor idx = empty(is, DType::I64);
-  for (int64_t i = 0; i < idx.numel(); ++i) idx.data<int64_t>()[i] = irand(0, xs[dim] - 1);
+  for (int64_t i = 0; i < idx.numel(); ++i) idx.data<int64_t>()[i] = R.irand(0, xs[dim] - 1);
   const Tensor x = bf16_data(xs, 0), src = bf16_data(is, 0);
   Tensor acc = widened(x), accf = widened(x);  // f32 destinations, bf16 and f32 src
   cuda::scatter_add_dim(acc, dim, idx, src);
@@ -192,7 +172,7 @@ void scatter_case(const Shape& xs, const Shape& is, int64_t dim) {
 void rows_case(int64_t outer, int64_t V, int64_t N, int64_t C, int64_t off, int64_t used) {
   const std::string ctx = fmt("rows outer=%ld V=%ld N=%ld C=%ld off=%ld", outer, V, N, C, off);
   Tensor ids = empty({N}, DType::I64);
-  for (int64_t j = 0; j < N; ++j) ids.data<int64_t>()[j] = irand(0, std::min(used, V) - 1);
+  for (int64_t j = 0; j < N; ++j) ids.data<int64_t>()[j] = R.irand(0, std::min(used, V) - 1);
   // forward: a row gather of the bf16 table, raw 2-byte elements
   const Tensor w = bf16_at(outer * V * C, off, 0);
   Tensor y = bf16_at(outer * N * C, off, 0);

@@ -16,10 +16,8 @@ namespace {
 using namespace moon;
 namespace cuda = moon::cuda_emu;
 
-static std::mt19937 rng(12345);
+Random R(12345);
 template <class T> T* P(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
-static float uni(float a = -1, float b = 1) { return std::uniform_real_distribution<float>(a, b)(rng); }
-static int64_t irand(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); }
 // a contiguous tensor with every byte set to `byte` (0xff: f32 NaN, i64 -1)
 static Tensor garbage(const Shape& s, DType d = DType::F32, int byte = 0xff) {
   Tensor t = empty(s, d);
@@ -28,24 +26,10 @@ static Tensor garbage(const Shape& s, DType d = DType::F32, int byte = 0xff) {
 }
 static bool same(float a, float b) { return (a != a && b != b) || std::memcmp(&a, &b, 4) == 0; }
 #define CASE(...) (std::string(__func__) + " " + fmt(__VA_ARGS__))
-template <class... A> std::string fmt(const char* f, A... a) { char b[512]; snprintf(b, sizeof b, f, a...); return b; }
-// data modes: 0 uniform, 1 small integers (ties), 2 uniform with 5% NaN, 3 ties + NaN + +-inf + +-0
-static float sample(int mode) {
-  if (mode == 0) return uni();
-  if (mode == 1) return float(irand(-3, 3));
-  if (mode == 2) return irand(0, 19) == 0 ? NaN : uni();
-  const int r = int(irand(0, 9));
-  if (r == 0) return NaN;
-  if (r == 1) return INFINITY;
-  if (r == 2) return -INFINITY;
-  if (r == 3) return -0.0f;
-  if (r == 4) return 0.0f;
-  return float(irand(-2, 2));
-}
 static Tensor data(const Shape& s, int mode) {
   Tensor t = empty(s);
   float* p = P<float>(t);
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = sample(mode);
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = R.sample(mode);
   return t;
 }
 
@@ -162,8 +146,8 @@ void test_copy_blocks(int64_t rows, int64_t bytes, int64_t ds, int64_t ss, int64
   ++checks;
   std::vector<uint8_t> src(size_t(soff + rows * ss + bytes + 16)), dst(size_t(doff + rows * ds + bytes + 16));
   alignas(16) static uint8_t sbuf[1 << 20], dbuf[1 << 20];
-  for (auto& b : src) b = uint8_t(irand(0, 255));
-  for (auto& b : dst) b = uint8_t(irand(0, 255));
+  for (auto& b : src) b = uint8_t(R.irand(0, 255));
+  for (auto& b : dst) b = uint8_t(R.irand(0, 255));
   std::memcpy(sbuf, src.data(), src.size()); std::memcpy(dbuf, dst.data(), dst.size());
   for (int64_t o = 0; o < rows; ++o) std::memcpy(dst.data() + doff + o * ds, src.data() + soff + o * ss, size_t(bytes));
   cuda::copy_blocks(kCPU, dbuf + doff, ds, sbuf + soff, ss, rows, bytes);
@@ -171,7 +155,7 @@ void test_copy_blocks(int64_t rows, int64_t bytes, int64_t ds, int64_t ss, int64
 }
 
 // ---------------- gather_dim / scatter_add_dim (random shapes)
-static Shape rand_shape(int rank, int64_t maxs) { Shape s; for (int i = 0; i < rank; ++i) s.push_back(irand(1, maxs)); return s; }
+static Shape rand_shape(int rank, int64_t maxs) { Shape s; for (int i = 0; i < rank; ++i) s.push_back(R.irand(1, maxs)); return s; }
 
 // offset in a contiguous tensor of shape `full` of the multi-index `c`
 static int64_t off_of(const std::vector<int64_t>& c, const Shape& full) { int64_t o = 0; for (size_t d = 0; d < c.size(); ++d) o = o * full[d] + c[d]; return o; }
@@ -179,14 +163,14 @@ static std::vector<int64_t> coords(int64_t i, const Shape& s) { std::vector<int6
 void test_gather_scatter(int rank, DType dt, int64_t maxs) {
   ++checks;
   Shape xs = rand_shape(rank, maxs);
-  const int64_t dim = irand(0, rank - 1);
+  const int64_t dim = R.irand(0, rank - 1);
   Shape is = xs;
-  for (int d = 0; d < rank; ++d) is[d] = d == dim ? irand(1, maxs + 2) : irand(1, xs[d]);
+  for (int d = 0; d < rank; ++d) is[d] = d == dim ? R.irand(1, maxs + 2) : R.irand(1, xs[d]);
   const size_t es = dtype_size(dt);
   Tensor x = empty(xs, dt);
-  for (int64_t i = 0; i < x.numel() * int64_t(es); ++i) P<uint8_t>(x)[i] = uint8_t(irand(0, 255));
+  for (int64_t i = 0; i < x.numel() * int64_t(es); ++i) P<uint8_t>(x)[i] = uint8_t(R.irand(0, 255));
   Tensor idx = empty(is, DType::I64);
-  for (int64_t i = 0; i < idx.numel(); ++i) P<int64_t>(idx)[i] = irand(0, xs[dim] - 1);
+  for (int64_t i = 0; i < idx.numel(); ++i) P<int64_t>(idx)[i] = R.irand(0, xs[dim] - 1);
   Tensor out = garbage(is, dt, 0xcd);
   cuda::gather_dim(out, x, dim, idx);
   for (int64_t i = 0; i < idx.numel(); ++i) {
@@ -207,10 +191,10 @@ void test_gather_scatter(int rank, DType dt, int64_t maxs) {
 void test_gather_rows(int64_t outer, int64_t n, int64_t len, int64_t row_bytes, int64_t doff, int64_t soff) {
   ++checks;
   Tensor sb = empty({outer * n * row_bytes + soff}, DType::U8), db = garbage({outer * len * row_bytes + doff}, DType::U8, 0xcd);
-  for (int64_t i = 0; i < sb.numel(); ++i) P<uint8_t>(sb)[i] = uint8_t(irand(0, 255));
+  for (int64_t i = 0; i < sb.numel(); ++i) P<uint8_t>(sb)[i] = uint8_t(R.irand(0, 255));
   Tensor src = sb.narrow(0, soff, outer * n * row_bytes), dst = db.narrow(0, doff, outer * len * row_bytes);
   Tensor ids = empty({len}, DType::I64);
-  for (int64_t j = 0; j < len; ++j) P<int64_t>(ids)[j] = irand(0, n - 1);
+  for (int64_t j = 0; j < len; ++j) P<int64_t>(ids)[j] = R.irand(0, n - 1);
   cuda::gather_rows(dst, src, ids, outer, n, len, row_bytes);
   for (int64_t r = 0; r < outer * len; ++r) {
     const int64_t o = r / len, j = r % len;
@@ -223,7 +207,7 @@ void test_scatter_rows(int64_t outer, int64_t V, int64_t N, int64_t C, int64_t d
   Tensor sb = data({outer * N * C + soff}, 0), db = garbage({outer * V * C + doff});
   Tensor src = sb.narrow(0, soff, outer * N * C), dst = db.narrow(0, doff, outer * V * C);
   Tensor ids = empty({N}, DType::I64);
-  for (int64_t j = 0; j < N; ++j) P<int64_t>(ids)[j] = irand(0, std::min(used, V) - 1) * (V > used ? V / used : 1);
+  for (int64_t j = 0; j < N; ++j) P<int64_t>(ids)[j] = R.irand(0, std::min(used, V) - 1) * (V > used ? V / used : 1);
   cuda::scatter_rows(dst, src, ids, outer, V, N, C);
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t v = 0; v < V; ++v)
@@ -264,7 +248,7 @@ void test_topk(int64_t outer, int64_t n, int64_t inner, int64_t k, bool largest,
 void test_first_bad(int64_t count, int64_t n, int64_t bad_at, int64_t bad2) {
   ++checks;
   Tensor idx = empty({count}, DType::I64);
-  for (int64_t i = 0; i < count; ++i) P<int64_t>(idx)[i] = irand(0, n - 1);
+  for (int64_t i = 0; i < count; ++i) P<int64_t>(idx)[i] = R.irand(0, n - 1);
   if (bad_at >= 0) P<int64_t>(idx)[bad_at] = bad_at % 2 ? n : n + 3;
   if (bad2 >= 0) P<int64_t>(idx)[bad2] = -1;
   int64_t want_v = 0, want = -1;
@@ -315,7 +299,7 @@ void test_index_family(const std::string& only) {
   if (on("gather")) {
     for (int rep = 0; rep < 40; ++rep)
       for (DType dt : {DType::F32, DType::I64, DType::U8, DType::BF16})
-        guarded("gather", [&] { test_gather_scatter(int(irand(1, 4)), dt, rep < 30 ? 5 : 40); });
+        guarded("gather", [&] { test_gather_scatter(int(R.irand(1, 4)), dt, rep < 30 ? 5 : 40); });
     done("gather/scatter_add");
   }
   if (on("rows")) {

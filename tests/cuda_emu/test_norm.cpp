@@ -25,11 +25,7 @@ namespace cuda = moon::cuda_emu;
 std::mt19937 rng(7);
 
 // A NaN-filled f32 tensor, 16-byte aligned (mis = false) or starting 4 bytes past alignment (mis = true).
-Tensor buf(const Shape& s, bool mis = false) {
-  int64_t n = 1; for (auto d : s) n *= d;
-  Tensor b = full({n + 4}, NaN);
-  return b.slice(0, mis ? 1 : 0, (mis ? 1 : 0) + n).view(s);
-}
+Tensor buf(const Shape& s, bool mis = false) { return nan_tensor(s, DType::F32, mis ? 1 : 0); }
 Tensor rnd(const Shape& s, bool mis = false, float scale = 1.f) {
   Tensor t = buf(s, mis); std::normal_distribution<float> N(0.f, scale);
   float* p = static_cast<float*>(t.raw_data()); for (int64_t i = 0; i < t.numel(); ++i) p[i] = N(rng);
