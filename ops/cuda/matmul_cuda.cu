@@ -288,6 +288,25 @@ void run_call(const LtCall& call, Device device) {
   MOON_CUDA_LAUNCH_CHECK("copy3d_kernel");
 }
 
+// A GEMM input seen as a column-major (r x c) matrix per batch: element (a, b) of batch bi at
+// data + bi*sb + a*s0 + b*s1 (elements); `packed` holds a dense copy when cuBLASLt cannot take the strides.
+struct Input {
+  const void* data = nullptr;
+  int64_t r = 0, c = 0, s0 = 0, s1 = 0, sb = 0;
+  Tensor packed;
+};
+
+// The operand description of `in`, packing it into a dense column-major copy first (and pointing `in` at the
+// copy) when its strides have no unit dimension cuBLASLt can use.
+Operand describe_or_pack(Input& in, bool bf16, int64_t batch, Device device) {
+  const Operand o = describe(in.r, in.c, in.s0, in.s1);
+  if (o.ok) return o;
+  in.packed = pack(in.data, bf16, batch, in.r, in.c, in.sb, in.s0, in.s1, device);
+  in.data = in.packed.raw_data();
+  in.sb = in.sb == 0 ? 0 : in.r * in.c;
+  return describe(in.r, in.c, 1, in.r);
+}
+
 // The product for one batch range whose strides are all usable (batch strides >= 0).
 void gemm_batched(const GemmArgs& g, Device device) {
   const bool bf16 = g.in_dtype == GemmDType::BF16;
@@ -328,39 +347,24 @@ void gemm_batched(const GemmArgs& g, Device device) {
   call.bias = g.bias;
   call.accumulate = g.accumulate;
   call.gelu = g.epilogue == GemmEpilogue::GeluTanh;
-  const void* P;
-  const void* Q;
-  int64_t pr, pc, ps0, ps1, psb, qr, qc, qs0, qs1, qsb;
+  Input p, q;
   if (t_form) {  // P = B^T (N x K), Q = A^T (K x M)
     call.m = N, call.n = M;
-    P = g.B, pr = N, pc = K, ps0 = sbn, ps1 = sbk, psb = sb0;
-    Q = g.A, qr = K, qc = M, qs0 = sak, qs1 = sam, qsb = sa0;
+    p = Input{g.B, N, K, sbn, sbk, sb0, {}};
+    q = Input{g.A, K, M, sak, sam, sa0, {}};
   } else {  // P = A (M x K), Q = B (K x N)
     call.m = M, call.n = N;
-    P = g.A, pr = M, pc = K, ps0 = sam, ps1 = sak, psb = sa0;
-    Q = g.B, qr = K, qc = N, qs0 = sbk, qs1 = sbn, qsb = sb0;
+    p = Input{g.A, M, K, sam, sak, sa0, {}};
+    q = Input{g.B, K, N, sbk, sbn, sb0, {}};
   }
-  Tensor p_packed, q_packed;
-  call.p = describe(pr, pc, ps0, ps1);
-  if (!call.p.ok) {
-    p_packed = pack(P, bf16, batch, pr, pc, psb, ps0, ps1, device);
-    P = p_packed.raw_data();
-    psb = psb == 0 ? 0 : pr * pc;
-    call.p = describe(pr, pc, 1, pr);
-  }
-  call.q = describe(qr, qc, qs0, qs1);
-  if (!call.q.ok) {
-    q_packed = pack(Q, bf16, batch, qr, qc, qsb, qs0, qs1, device);
-    Q = q_packed.raw_data();
-    qsb = qsb == 0 ? 0 : qr * qc;
-    call.q = describe(qr, qc, 1, qr);
-  }
+  call.p = describe_or_pack(p, bf16, batch, device);
+  call.q = describe_or_pack(q, bf16, batch, device);
   const int64_t esize = bf16 ? 2 : 4;
   for (int64_t b0 = 0; b0 < batch; b0 += kMaxBatchPerCall) {
     call.batch = std::min(kMaxBatchPerCall, batch - b0);
-    call.sp = psb, call.sq = qsb, call.sd = sd;
-    call.P = static_cast<const char*>(P) + b0 * psb * esize;
-    call.Q = static_cast<const char*>(Q) + b0 * qsb * esize;
+    call.sp = p.sb, call.sq = q.sb, call.sd = sd;
+    call.P = static_cast<const char*>(p.data) + b0 * p.sb * esize;
+    call.Q = static_cast<const char*>(q.data) + b0 * q.sb * esize;
     call.D = D + b0 * sd;
     run_call(call, device);
   }
