@@ -136,9 +136,8 @@ Tensor mean(const Tensor& a, const std::vector<int64_t>& dims_in, bool keepdim) 
   int64_t count = 1;
   for (int64_t d : dims) count *= a.size(d);
   const double inv = 1.0 / static_cast<double>(std::max<int64_t>(count, 1));
-  if (a.dtype() == DType::F32) return scale(sum(a, dims, keepdim), inv);
-  // bf16: the f32 sum scaled in f32 and rounded once (the f32 mean of the widened input, rounded); the
-  // gradient likewise is scaled in f32 and rounded once into a's dtype.
+  // The f32 sum scaled in f32, then stored in a's dtype (for bf16: the f32 mean of the widened input, rounded
+  // once; the gradient likewise is scaled in f32 and rounded once into a's dtype). For f32 the .to() is a no-op.
   return scale(sum_as(a, dims, keepdim, DType::F32), inv).to(a.dtype());
 }
 
