@@ -45,15 +45,6 @@ void gather_cpu(const Tensor& out_t, const Tensor& x_t, int64_t dim, const Tenso
   }
 }
 
-// out (contiguous) += src (contiguous, of idx's shape) scattered along dim at idx (contiguous i64); out and src
-// f32 or bf16, accumulated in f32 (a bf16 out is widened, accumulated and rounded once).
-void scatter_add_tensors_cpu(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
-  const F32Output acc(out, true);
-  const Tensor sf = f32_input(src);
-  scatter_add_cpu(acc.data<float>(), out.shape(), dim, idx.data<int64_t>(), idx.shape(), sf.data<float>());
-  acc.commit();
-}
-
 using GatherFn = void (*)(const Tensor&, const Tensor&, int64_t, const Tensor&);
 using ScatterAddFn = void (*)(const Tensor&, int64_t, const Tensor&, const Tensor&);
 KernelTable<GatherFn> g_gather{"gather", {gather_cpu, MOON_CUDA_KERNEL(cuda::gather_dim)}};

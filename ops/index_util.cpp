@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "ops/cuda/index_cuda.h"
+#include "ops/float_storage.h"
 #include "runtime/autograd.h"
 #include "runtime/copy.h"
 #include "runtime/dispatch.h"
@@ -140,6 +141,13 @@ void scatter_add_cpu(float* out, const Shape& out_shape, int64_t dim, const int6
     const int64_t s0 = p * len * post + q;
     for (int64_t j = 0; j < len; ++j) out[base + idx[s0 + j * post] * sd] += src[s0 + j * post];
   }
+}
+
+void scatter_add_tensors_cpu(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
+  const F32Output acc(out, true);
+  const Tensor sf = f32_input(src);
+  scatter_add_cpu(acc.data<float>(), out.shape(), dim, idx.data<int64_t>(), idx.shape(), sf.data<float>());
+  acc.commit();
 }
 
 }  // namespace moon::index_detail

@@ -37,6 +37,10 @@ int64_t inner_size(const Shape& s, int64_t dim);
 // element is summed in increasing j, so the result does not depend on the thread count.
 void scatter_add_cpu(float* out, const Shape& out_shape, int64_t dim, const int64_t* idx, const Shape& idx_shape,
                      const float* src);
+// The same on tensors (the CPU slot of scatter_add and of topk's backward): out (contiguous) += src
+// (contiguous, of idx's shape) at idx (contiguous i64) along dim; out and src f32 or bf16, accumulated in f32
+// (a bf16 out is widened, accumulated and rounded once).
+void scatter_add_tensors_cpu(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src);
 
 // The offset in a tensor of `strides` of the element at (pre-coordinates p, post-coordinates q) of `shape`
 // around `dim` (coordinate along dim taken as 0): p indexes dims [0, dim), q dims (dim, rank).

@@ -77,20 +77,11 @@ void topk_tensors_cpu(const Tensor& values, const Tensor& indices, const Tensor&
   vo.commit();
 }
 
-// The backward: gx (zeros of x's shape, contiguous) += gv (contiguous, of idx's shape) at idx along dim; gx and
-// gv f32 or bf16, accumulated in f32 and rounded once.
-void topk_backward_cpu(const Tensor& gx, int64_t dim, const Tensor& idx, const Tensor& gv) {
-  const F32Output acc(gx, true);
-  const Tensor gf = f32_input(gv);
-  scatter_add_cpu(acc.data<float>(), gx.shape(), dim, idx.data<int64_t>(), idx.shape(), gf.data<float>());
-  acc.commit();
-}
-
 using TopkFn = void (*)(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, int64_t, int64_t, bool);
 using TopkBackwardFn = void (*)(const Tensor&, int64_t, const Tensor&, const Tensor&);
 KernelTable<TopkFn> g_topk{"topk", {topk_tensors_cpu, MOON_CUDA_KERNEL(cuda::topk_rows)}};
 KernelTable<TopkBackwardFn> g_topk_backward{"topk backward",
-                                            {topk_backward_cpu, MOON_CUDA_KERNEL(cuda::scatter_add_dim)}};
+                                            {scatter_add_tensors_cpu, MOON_CUDA_KERNEL(cuda::scatter_add_dim)}};
 
 }  // namespace
 
